@@ -1,0 +1,193 @@
+//! Command-line flags: upstream NMI's names and defaults (spec §3.1), plus podid's own.
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+
+use clap::Parser;
+
+pub use podid_runtime::LogFormat;
+
+use crate::state::Mode;
+
+/// podid node agent: answers pods' instance-metadata token requests for the identities bound to them.
+#[derive(Debug, Parser)]
+#[command(name = "podid-nmi", version)]
+pub struct Args {
+    /// Name of this node (the manifests pass `$(NODE_NAME)` from `spec.nodeName`).
+    #[arg(long, env = "NODE_NAME")]
+    pub node: String,
+    /// Address the token service listens on.
+    #[arg(long = "nmi-listen-address", default_value = "127.0.0.1")]
+    pub listen_address: IpAddr,
+    /// Port the token service listens on (the iptables rule DNATs to 127.0.0.1 on this port).
+    #[arg(long = "nmi-port", default_value_t = 2579)]
+    pub port: u16,
+    /// Intercepted destination address (and where other metadata calls are forwarded).
+    #[arg(long = "metadata-ip", default_value = "169.254.169.254")]
+    pub metadata_ip: Ipv4Addr,
+    /// Intercepted destination port.
+    #[arg(long = "metadata-port", default_value_t = 80)]
+    pub metadata_port: u16,
+    /// IMDS base URL the agent itself fetches tokens from (the agent runs on the host network, so
+    /// its own calls are not intercepted).
+    #[arg(long = "imds-endpoint", env = "PODID_IMDS_ENDPOINT", default_value = "http://169.254.169.254")]
+    pub imds_endpoint: url::Url,
+    /// Seconds between checks that the iptables rules are intact.
+    #[arg(long = "ipt-update-interval-sec", default_value_t = 60)]
+    pub ipt_update_interval_sec: u64,
+    /// Require pod, binding and identity to share a namespace.
+    #[arg(long = "forceNamespaced", env = "FORCENAMESPACED", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub force_namespaced: bool,
+    /// Namespace whose `mic-*` ReplicaSet pods (the controller) reach IMDS directly.
+    #[arg(long = "MICNamespace", default_value = "default")]
+    pub mic_namespace: String,
+    /// Port of `/healthz` and `/readyz` (and `/metrics`).
+    #[arg(long = "http-probe-port", default_value_t = 8080)]
+    pub probe_port: u16,
+    /// Port of `/metrics`.
+    #[arg(long = "prometheus-port", default_value_t = 9090)]
+    pub prometheus_port: u16,
+    /// Standard mode: checks while an assigned identity is still to be created (with the interval,
+    /// how long a request waits for the controller).
+    #[arg(long = "retry-attempts-for-created", default_value_t = 16)]
+    pub retry_attempts_for_created: u32,
+    /// Standard mode: further checks while an assigned identity is `Created`.
+    #[arg(long = "retry-attempts-for-assigned", default_value_t = 4)]
+    pub retry_attempts_for_assigned: u32,
+    /// Seconds per check (podid is woken by changes; this only sets the total wait).
+    #[arg(long = "find-identity-retry-interval", default_value_t = 5)]
+    pub find_identity_retry_interval: u64,
+    /// Answer `/metadata/instance` with 403.
+    #[arg(long = "block-instance-metadata", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub block_instance_metadata: bool,
+    /// Require `Metadata: true` on every request.
+    #[arg(long = "metadata-header-required", default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub metadata_header_required: bool,
+    /// `standard` (assigned identities) or `managed` (bindings only; implies namespaced).
+    #[arg(long = "operation-mode", value_enum, default_value = "standard", ignore_case = true)]
+    pub operation_mode: Mode,
+    /// Start even if the kubelet uses kubenet (see the NET_RAW mitigation in the docs).
+    #[arg(long = "allow-network-plugin-kubenet", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub allow_network_plugin_kubenet: bool,
+    /// File scanned for `--network-plugin=kubenet`.
+    #[arg(long = "kubelet-config", default_value = "/etc/default/kubelet")]
+    pub kubelet_config: PathBuf,
+    /// Answer "no identity yet" with 503 + `Retry-After: 20` instead of 404.
+    #[arg(long = "set-retry-after-header", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub set_retry_after_header: bool,
+    /// Status for "no identity for this pod": `404` (upstream; SDKs retry it for a minute or more)
+    /// or `400` (as real IMDS answers an unknown identity, with its JSON error; SDKs fail at once).
+    #[arg(long = "identity-not-found-status", default_value_t = 404, value_parser = not_found_status)]
+    pub identity_not_found_status: u16,
+    /// Delete conntrack entries of existing IMDS connections when installing the rules.
+    #[arg(long = "enable-conntrack-deletion", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub enable_conntrack_deletion: bool,
+    /// Manage the iptables interception (off for runs without NET_ADMIN, e.g. local tests).
+    #[arg(long = "iptables", default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub iptables: bool,
+    /// Remove the iptables rules on exit (only for uninstalling: while the agent is down, pods
+    /// would then reach the real IMDS).
+    #[arg(long = "cleanup-iptables-on-exit", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub cleanup_iptables_on_exit: bool,
+    /// Serve `/host/token` to node-local callers.
+    #[arg(long = "host-token", default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub host_token: bool,
+    /// Entra ID authority used for service principals whose identity sets no `adEndpoint`.
+    #[arg(
+        long = "aad-authority",
+        env = "PODID_AAD_AUTHORITY",
+        default_value = "https://login.microsoftonline.com/"
+    )]
+    pub aad_authority: String,
+    /// Extra CA certificates (PEM) trusted for Entra ID, e.g. an emulator's.
+    #[arg(long = "trusted-ca-file", env = "PODID_TRUSTED_CA_FILE")]
+    pub trusted_ca_files: Vec<PathBuf>,
+    /// Seconds of life a cached token must have left to be served.
+    #[arg(long = "token-min-remaining-sec", default_value_t = 300)]
+    pub token_min_remaining_sec: u64,
+    /// Seconds in-flight requests get to finish on shutdown.
+    #[arg(long = "shutdown-grace-sec", default_value_t = 10)]
+    pub shutdown_grace_sec: u64,
+    /// `text` or `json`.
+    #[arg(long = "log-format", default_value = "text")]
+    pub log_format: LogFormat,
+    /// Appended to the User-Agent of every outbound call.
+    #[arg(long = "custom-user-agent", default_value = "")]
+    pub custom_user_agent: String,
+    /// Accepted for upstream compatibility: the agent always watches only this node's objects.
+    #[arg(long = "enableScaleFeatures", hide = true, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub enable_scale_features: bool,
+    /// Accepted for upstream compatibility (no pprof listener is opened).
+    #[arg(long = "enableProfile", hide = true, default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub enable_profile: bool,
+    /// Accepted for upstream compatibility (klog); use RUST_LOG for verbosity.
+    #[arg(long = "logtostderr", hide = true, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub logtostderr: bool,
+    /// Accepted for upstream compatibility (klog verbosity); use RUST_LOG.
+    #[arg(long = "v", hide = true, default_value_t = 0)]
+    pub verbosity: u8,
+}
+
+fn not_found_status(s: &str) -> Result<u16, String> {
+    match s {
+        "404" => Ok(404),
+        "400" => Ok(400),
+        other => Err(format!("{other:?} is not 404 or 400")),
+    }
+}
+
+/// Go's flag package accepted `-flag` as well as `--flag`; so does podid, for upstream manifests.
+pub fn go_style(args: impl IntoIterator<Item = String>) -> Vec<String> {
+    args.into_iter()
+        .enumerate()
+        .map(|(i, a)| {
+            let single_dash_long = a.starts_with('-')
+                && !a.starts_with("--")
+                && a.len() > 2
+                && a.as_bytes()[1].is_ascii_alphabetic();
+            if i > 0 && single_dash_long { format!("-{a}") } else { a }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Args {
+        Args::try_parse_from(go_style(args.iter().map(|s| s.to_string()))).unwrap()
+    }
+
+    #[test]
+    fn upstream_manifest_flags_parse() {
+        let a = parse(&[
+            "podid-nmi",
+            "--node=aks-0",
+            "--http-probe-port=8085",
+            "--enableScaleFeatures=true",
+            "--metadata-header-required=true",
+            "--operation-mode=managed",
+            "--forceNamespaced",
+        ]);
+        assert_eq!(
+            (a.node.as_str(), a.probe_port, a.operation_mode, a.force_namespaced),
+            ("aks-0", 8085, Mode::Managed, true)
+        );
+    }
+
+    #[test]
+    fn single_dash_go_flags_are_accepted() {
+        let a = parse(&["podid-nmi", "-node", "n1", "-nmi-port=3000"]);
+        assert_eq!((a.node.as_str(), a.port), ("n1", 3000));
+    }
+
+    #[test]
+    fn defaults_match_upstream() {
+        let a = parse(&["podid-nmi", "--node", "n"]);
+        assert_eq!((a.port, a.probe_port, a.prometheus_port, a.metadata_port), (2579, 8080, 9090, 80));
+        assert_eq!(
+            (a.retry_attempts_for_created, a.retry_attempts_for_assigned, a.find_identity_retry_interval),
+            (16, 4, 5)
+        );
+        assert!(a.metadata_header_required && !a.block_instance_metadata && !a.set_retry_after_header);
+    }
+}

@@ -1,0 +1,229 @@
+//! What the agent knows about its node, fed by watches and read on every request.
+//!
+//! ```text
+//!  Pods (spec.nodeName=<node>) ──apply/delete──▶ pods: PodKey → PodView
+//!                                               by_ip: IP → {PodKey}     (a pod's status.podIP)
+//!  AzureAssignedIdentities (nodename=<node>) ──▶ assigned: PodKey → {AAI name → AAI}   (standard mode)
+//!  AzureIdentityBindings, AzureIdentities  ───▶ bindings / identities by namespace     (managed mode)
+//!  AzurePodIdentityExceptions              ───▶ exceptions by namespace
+//! ```
+//!
+//! Plain synchronous state: watch tasks call `apply`/`delete`/`reset`; tests call them directly.
+//! Every change bumps [`NodeIndex::generation`] so waiting requests and the prefetcher can react.
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use podid_api::{
+    AzureAssignedIdentity, AzureIdentity, AzureIdentityBinding, AzurePodIdentityException, Pod, ResourceExt,
+};
+use podid_core::{PodKey, PodView};
+
+/// Index of one node's pods and the identity objects that concern them.
+#[derive(Debug, Default)]
+pub struct NodeIndex {
+    pods: HashMap<PodKey, PodView>,
+    /// Invariant: contains exactly the keys of `pods` whose view has an IP, under that IP.
+    by_ip: HashMap<IpAddr, HashSet<PodKey>>,
+    /// Assigned identities by the pod they are for (`spec.podNamespace`/`spec.pod`).
+    assigned: HashMap<PodKey, BTreeMap<PodKey, Arc<AzureAssignedIdentity>>>,
+    /// Where each assigned identity (by its own namespace/name) is filed in `assigned`.
+    assigned_owner: HashMap<PodKey, PodKey>,
+    bindings: NamespacedMap<AzureIdentityBinding>,
+    identities: NamespacedMap<AzureIdentity>,
+    exceptions: NamespacedMap<AzurePodIdentityException>,
+    generation: u64,
+}
+
+/// Objects of one kind by namespace, then name.
+type NamespacedMap<K> = HashMap<String, BTreeMap<String, Arc<K>>>;
+
+fn key_of<K: ResourceExt>(o: &K) -> PodKey {
+    PodKey::new(o.namespace().unwrap_or_default(), o.name_any())
+}
+
+fn ns_put<K: ResourceExt>(map: &mut NamespacedMap<K>, obj: K) {
+    let k = key_of(&obj);
+    map.entry(k.namespace).or_default().insert(k.name, Arc::new(obj));
+}
+
+fn ns_remove<K>(map: &mut NamespacedMap<K>, key: &PodKey) {
+    if let Some(inner) = map.get_mut(&key.namespace) {
+        inner.remove(&key.name);
+        if inner.is_empty() {
+            map.remove(&key.namespace);
+        }
+    }
+}
+
+impl NodeIndex {
+    /// Increases on every change.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    fn changed(&mut self) {
+        self.generation = self.generation.wrapping_add(1);
+    }
+
+    // === pods ===
+
+    pub fn apply_pod(&mut self, pod: &Pod) {
+        self.put_pod(PodView::from_pod(pod));
+    }
+
+    /// Adds or replaces a pod view.
+    pub fn put_pod(&mut self, view: PodView) {
+        self.unfile_pod(&view.key);
+        if let Some(ip) = view.ip {
+            self.by_ip.entry(ip).or_default().insert(view.key.clone());
+        }
+        self.pods.insert(view.key.clone(), view);
+        self.changed();
+    }
+
+    pub fn delete_pod(&mut self, key: &PodKey) {
+        self.unfile_pod(key);
+        self.pods.remove(key);
+        self.changed();
+    }
+
+    fn unfile_pod(&mut self, key: &PodKey) {
+        if let Some(ip) = self.pods.get(key).and_then(|p| p.ip)
+            && let Some(set) = self.by_ip.get_mut(&ip)
+        {
+            set.remove(key);
+            if set.is_empty() {
+                self.by_ip.remove(&ip);
+            }
+        }
+    }
+
+    pub fn reset_pods(&mut self, pods: &[Pod]) {
+        self.pods.clear();
+        self.by_ip.clear();
+        for p in pods {
+            self.put_pod(PodView::from_pod(p));
+        }
+        self.changed();
+    }
+
+    /// Pods with this IP (live or not; the decision filters).
+    pub fn pods_with_ip(&self, ip: IpAddr) -> impl Iterator<Item = &PodView> {
+        self.by_ip.get(&ip).into_iter().flatten().filter_map(|k| self.pods.get(k))
+    }
+
+    pub fn pod(&self, key: &PodKey) -> Option<&PodView> {
+        self.pods.get(key)
+    }
+
+    /// Every pod on this node.
+    pub fn pods(&self) -> impl Iterator<Item = &PodView> {
+        self.pods.values()
+    }
+
+    pub fn pod_count(&self) -> usize {
+        self.pods.len()
+    }
+
+    // === assigned identities ===
+
+    pub fn apply_assigned(&mut self, aai: AzureAssignedIdentity) {
+        let own = key_of(&aai);
+        self.unfile_assigned(&own);
+        let pod = PodKey::new(aai.spec.pod_namespace.clone(), aai.spec.pod.clone());
+        self.assigned.entry(pod.clone()).or_default().insert(own.clone(), Arc::new(aai));
+        self.assigned_owner.insert(own, pod);
+        self.changed();
+    }
+
+    pub fn delete_assigned(&mut self, key: &PodKey) {
+        self.unfile_assigned(key);
+        self.changed();
+    }
+
+    fn unfile_assigned(&mut self, own: &PodKey) {
+        if let Some(pod) = self.assigned_owner.remove(own)
+            && let Some(map) = self.assigned.get_mut(&pod)
+        {
+            map.remove(own);
+            if map.is_empty() {
+                self.assigned.remove(&pod);
+            }
+        }
+    }
+
+    pub fn reset_assigned(&mut self, all: Vec<AzureAssignedIdentity>) {
+        self.assigned.clear();
+        self.assigned_owner.clear();
+        for a in all {
+            self.apply_assigned(a);
+        }
+        self.changed();
+    }
+
+    /// Assigned identities recorded for `pod`.
+    pub fn assigned_for(&self, pod: &PodKey) -> impl Iterator<Item = &AzureAssignedIdentity> {
+        self.assigned.get(pod).into_iter().flat_map(|m| m.values().map(|a| a.as_ref()))
+    }
+
+    /// Every assigned identity on this node.
+    pub fn all_assigned(&self) -> impl Iterator<Item = &AzureAssignedIdentity> {
+        self.assigned.values().flat_map(|m| m.values().map(|a| a.as_ref()))
+    }
+
+    // === bindings, identities, exceptions ===
+
+    pub fn apply_binding(&mut self, b: AzureIdentityBinding) {
+        ns_put(&mut self.bindings, b);
+        self.changed();
+    }
+    pub fn delete_binding(&mut self, key: &PodKey) {
+        ns_remove(&mut self.bindings, key);
+        self.changed();
+    }
+    pub fn reset_bindings(&mut self, all: Vec<AzureIdentityBinding>) {
+        self.bindings.clear();
+        all.into_iter().for_each(|b| ns_put(&mut self.bindings, b));
+        self.changed();
+    }
+    pub fn apply_identity(&mut self, i: AzureIdentity) {
+        ns_put(&mut self.identities, i);
+        self.changed();
+    }
+    pub fn delete_identity(&mut self, key: &PodKey) {
+        ns_remove(&mut self.identities, key);
+        self.changed();
+    }
+    pub fn reset_identities(&mut self, all: Vec<AzureIdentity>) {
+        self.identities.clear();
+        all.into_iter().for_each(|i| ns_put(&mut self.identities, i));
+        self.changed();
+    }
+    pub fn apply_exception(&mut self, e: AzurePodIdentityException) {
+        ns_put(&mut self.exceptions, e);
+        self.changed();
+    }
+    pub fn delete_exception(&mut self, key: &PodKey) {
+        ns_remove(&mut self.exceptions, key);
+        self.changed();
+    }
+    pub fn reset_exceptions(&mut self, all: Vec<AzurePodIdentityException>) {
+        self.exceptions.clear();
+        all.into_iter().for_each(|e| ns_put(&mut self.exceptions, e));
+        self.changed();
+    }
+
+    /// Bindings of one namespace.
+    pub fn bindings_in(&self, ns: &str) -> impl Iterator<Item = &AzureIdentityBinding> {
+        self.bindings.get(ns).into_iter().flat_map(|m| m.values().map(|b| b.as_ref()))
+    }
+    /// Identities of one namespace.
+    pub fn identities_in(&self, ns: &str) -> impl Iterator<Item = &AzureIdentity> + Clone {
+        self.identities.get(ns).into_iter().flat_map(|m| m.values().map(|i| i.as_ref()))
+    }
+    /// Exceptions of one namespace (only those can match a pod of that namespace).
+    pub fn exceptions_in(&self, ns: &str) -> impl Iterator<Item = &AzurePodIdentityException> {
+        self.exceptions.get(ns).into_iter().flat_map(|m| m.values().map(|e| e.as_ref()))
+    }
+}

@@ -1,0 +1,236 @@
+//! Interception of pods' IMDS traffic (upstream §3.3): nat chain `aad-metadata`, jumped to from
+//! the first rule of `PREROUTING`, DNATs TCP to 169.254.169.254:80 (from anything but 127.0.0.1)
+//! to the agent. The chain text is byte-for-byte upstream's, so a Go and a Rust agent alternating
+//! on one node do not fight over it.
+//!
+//! Unlike upstream, the rules are **kept** when the agent stops (unless asked otherwise): while
+//! the agent restarts, redirected connections are refused instead of reaching the real IMDS and
+//! the node's identities (fail closed).
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Name of the nat chain.
+pub const CHAIN: &str = "aad-metadata";
+
+/// Something that can put interception in place and take it away.
+pub trait Interception: Send + Sync + 'static {
+    /// Installs or repairs the rules; returns true if anything had to change.
+    fn ensure(&self) -> Result<bool, IptablesError>;
+    /// Removes the rules (uninstall).
+    fn remove(&self) -> Result<(), IptablesError>;
+}
+
+/// An iptables command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum IptablesError {
+    #[error("cannot run {binary} (is iptables installed and does the agent have NET_ADMIN?): {source}")]
+    Spawn { binary: String, source: std::io::Error },
+    #[error("`{command}` failed: {stderr}")]
+    Failed { command: String, stderr: String },
+}
+
+/// Where intercepted traffic comes from and goes to.
+#[derive(Clone, Debug)]
+pub struct Rules {
+    pub metadata_ip: Ipv4Addr,
+    pub metadata_port: u16,
+    pub agent_port: u16,
+}
+
+impl Rules {
+    /// The chain exactly as `iptables -t nat -S aad-metadata` lists it.
+    pub fn expected(&self) -> Vec<String> {
+        vec![
+            format!("-N {CHAIN}"),
+            format!(
+                "-A {CHAIN} ! -s 127.0.0.1/32 -d {}/32 -p tcp -m tcp --dport {} -j DNAT --to-destination 127.0.0.1:{}",
+                self.metadata_ip, self.metadata_port, self.agent_port
+            ),
+            format!("-A {CHAIN} -j RETURN"),
+        ]
+    }
+}
+
+/// The real thing: shells out to `iptables` (as upstream's go-iptables does).
+#[derive(Clone, Debug)]
+pub struct Iptables {
+    pub binary: PathBuf,
+    pub rules: Rules,
+}
+
+impl Iptables {
+    fn run(&self, args: &[&str]) -> Result<String, IptablesError> {
+        let binary = self.binary.display().to_string();
+        let out = Command::new(&self.binary)
+            .args(["-w", "5"])
+            .args(args)
+            .output()
+            .map_err(|source| IptablesError::Spawn { binary: binary.clone(), source })?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(IptablesError::Failed {
+                command: format!("{binary} {}", args.join(" ")),
+                stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            })
+        }
+    }
+
+    fn chain_lines(&self) -> Option<Vec<String>> {
+        self.run(&["-t", "nat", "-S", CHAIN]).ok().map(|s| s.lines().map(str::to_string).collect())
+    }
+}
+
+impl Interception for Iptables {
+    fn ensure(&self) -> Result<bool, IptablesError> {
+        let expected = self.rules.expected();
+        let mut changed = false;
+        match self.chain_lines() {
+            Some(lines) if lines == expected => {}
+            Some(_) => {
+                tracing::info!("flushing iptables to add aad-metadata custom chains");
+                self.run(&["-t", "nat", "-F", CHAIN])?;
+                self.append_rules()?;
+                changed = true;
+            }
+            None => {
+                self.run(&["-t", "nat", "-N", CHAIN])?;
+                self.append_rules()?;
+                changed = true;
+            }
+        }
+        if self.run(&["-t", "nat", "-C", "PREROUTING", "-j", CHAIN]).is_err() {
+            self.run(&["-t", "nat", "-I", "PREROUTING", "1", "-j", CHAIN])?;
+            changed = true;
+        }
+        Ok(changed)
+    }
+
+    fn remove(&self) -> Result<(), IptablesError> {
+        while self.run(&["-t", "nat", "-D", "PREROUTING", "-j", CHAIN]).is_ok() {}
+        if self.chain_lines().is_some() {
+            self.run(&["-t", "nat", "-F", CHAIN])?;
+            self.run(&["-t", "nat", "-X", CHAIN])?;
+        }
+        Ok(())
+    }
+}
+
+impl Iptables {
+    fn append_rules(&self) -> Result<(), IptablesError> {
+        let dst = format!("{}/32", self.rules.metadata_ip);
+        let dport = self.rules.metadata_port.to_string();
+        let to = format!("127.0.0.1:{}", self.rules.agent_port);
+        self.run(&[
+            "-t",
+            "nat",
+            "-A",
+            CHAIN,
+            "!",
+            "-s",
+            "127.0.0.1/32",
+            "-d",
+            &dst,
+            "-p",
+            "tcp",
+            "-m",
+            "tcp",
+            "--dport",
+            &dport,
+            "-j",
+            "DNAT",
+            "--to-destination",
+            &to,
+        ])?;
+        self.run(&["-t", "nat", "-A", CHAIN, "-j", "RETURN"])?;
+        Ok(())
+    }
+}
+
+/// Deletes conntrack entries of connections already established to IMDS, so they cannot keep
+/// bypassing the agent (`--enable-conntrack-deletion`).
+pub fn flush_conntrack(rules: &Rules) -> Result<(), IptablesError> {
+    let out = Command::new("conntrack")
+        .args([
+            "-D",
+            "-p",
+            "tcp",
+            "--orig-dst",
+            &rules.metadata_ip.to_string(),
+            "--orig-port-dst",
+            &rules.metadata_port.to_string(),
+        ])
+        .output()
+        .map_err(|source| IptablesError::Spawn { binary: "conntrack".into(), source })?;
+    // conntrack exits 1 when there was nothing to delete.
+    if out.status.success() || out.status.code() == Some(1) {
+        Ok(())
+    } else {
+        Err(IptablesError::Failed {
+            command: "conntrack -D".into(),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        })
+    }
+}
+
+/// Refusal to start on kubenet (CVE-2021-1677).
+#[derive(Debug, thiserror::Error)]
+pub enum KubenetError {
+    #[error(
+        "AAD Pod Identity is not supported for Kubenet. Review \
+         https://azure.github.io/aad-pod-identity/docs/configure/aad_pod_identity_on_kubenet/ for more details. \
+         With kubenet a pod holding CAP_NET_RAW can spoof another pod's IP and obtain its tokens: drop NET_RAW \
+         from every pod (`podid install --allow-kubenet` renders such a policy), then start the agent with \
+         --allow-network-plugin-kubenet"
+    )]
+    Kubenet,
+    #[error(
+        "cannot read kubelet config {path}: {source} (pass --allow-network-plugin-kubenet to skip this check)"
+    )]
+    Unreadable { path: String, source: std::io::Error },
+}
+
+/// Checks the kubelet config for `--network-plugin=kubenet`. A missing file is not evidence of
+/// kubenet (the manifests mount it with `FileOrCreate`).
+pub fn check_not_kubenet(path: &Path) -> Result<(), KubenetError> {
+    match std::fs::read_to_string(path) {
+        Ok(text) if text.contains("--network-plugin=kubenet") => Err(KubenetError::Kubenet),
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(KubenetError::Unreadable { path: path.display().to_string(), source }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chain_text_is_upstreams() {
+        let rules =
+            Rules { metadata_ip: Ipv4Addr::new(169, 254, 169, 254), metadata_port: 80, agent_port: 2579 };
+        assert_eq!(
+            rules.expected(),
+            [
+                "-N aad-metadata",
+                "-A aad-metadata ! -s 127.0.0.1/32 -d 169.254.169.254/32 -p tcp -m tcp --dport 80 -j DNAT --to-destination 127.0.0.1:2579",
+                "-A aad-metadata -j RETURN",
+            ]
+        );
+    }
+
+    #[test]
+    fn kubenet_config_is_refused_with_the_mitigation() {
+        let dir = std::env::temp_dir().join(format!("podid-kubenet-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("kubelet");
+        std::fs::write(&f, "KUBELET_FLAGS=--network-plugin=kubenet --max-pods=30").unwrap();
+        let err = check_not_kubenet(&f).unwrap_err().to_string();
+        assert!(err.contains("not supported for Kubenet") && err.contains("NET_RAW"), "{err}");
+        std::fs::write(&f, "KUBELET_FLAGS=--network-plugin=cni").unwrap();
+        check_not_kubenet(&f).unwrap();
+        check_not_kubenet(&dir.join("missing")).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

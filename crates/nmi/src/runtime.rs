@@ -1,0 +1,259 @@
+//! Wiring: flags → kube client, watches, cache, interception, servers; graceful shutdown.
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use anyhow::Context;
+use kube::Api;
+use kube::core::DeserializeGuard;
+use kube::runtime::watcher;
+use podid_api::{
+    AzureAssignedIdentity, AzureIdentity, AzureIdentityBinding, AzurePodIdentityException, NODENAME_LABEL,
+    Pod,
+};
+use podid_azure::{HttpOptions, ImdsClient, ImdsOptions, build_client};
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tracing::{error, info, warn};
+
+use crate::args::{Args, LogFormat};
+use crate::cache::TokenCache;
+use crate::http::proxy::Proxy;
+use crate::iptables::{self, Interception, Iptables, Rules};
+use crate::metrics::Metrics;
+use crate::provider::AzureProvider;
+use crate::state::{AgentState, Config, Mode, Shared};
+use crate::token::SystemClock;
+use crate::{prefetch, watch};
+use podid_runtime::admin::{self, Readiness};
+use podid_runtime::watch::drive;
+
+/// Sets up logging as the flags say (`RUST_LOG` overrides the default).
+pub fn init_logging(format: LogFormat) {
+    podid_runtime::init_logging(format, "podid=info,podid_nmi=info,podid_runtime=info,warn");
+}
+
+/// Runs the agent until SIGINT/SIGTERM.
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let Args {
+        node,
+        listen_address,
+        port,
+        metadata_ip,
+        metadata_port,
+        imds_endpoint,
+        ipt_update_interval_sec,
+        force_namespaced,
+        mic_namespace,
+        probe_port,
+        prometheus_port,
+        retry_attempts_for_created,
+        retry_attempts_for_assigned,
+        find_identity_retry_interval,
+        block_instance_metadata,
+        metadata_header_required,
+        operation_mode,
+        allow_network_plugin_kubenet,
+        kubelet_config,
+        set_retry_after_header,
+        identity_not_found_status,
+        enable_conntrack_deletion,
+        iptables: manage_iptables,
+        cleanup_iptables_on_exit,
+        host_token,
+        aad_authority,
+        trusted_ca_files,
+        token_min_remaining_sec,
+        shutdown_grace_sec,
+        log_format: _,
+        custom_user_agent,
+        enable_scale_features: _,
+        enable_profile: _,
+        logtostderr: _,
+        verbosity: _,
+    } = args;
+    anyhow::ensure!(!node.is_empty(), "--node is empty: pass the node name (NODE_NAME from spec.nodeName)");
+    if operation_mode == Mode::Managed && !force_namespaced {
+        anyhow::bail!(
+            "managed mode needs namespaced mode: add --forceNamespaced (pods may only use identities of their own namespace)"
+        );
+    }
+    if !allow_network_plugin_kubenet {
+        iptables::check_not_kubenet(&kubelet_config)?;
+    }
+    let user_agent = format!(
+        "podid/NMI/{}{}",
+        env!("CARGO_PKG_VERSION"),
+        if custom_user_agent.is_empty() { String::new() } else { format!(" {custom_user_agent}") }
+    );
+
+    let kube = kube::Client::try_default()
+        .await
+        .context("cannot build a Kubernetes client (KUBECONFIG or in-cluster)")?;
+    let mut registry = Registry::default();
+    let metrics = Arc::new(Metrics::register(&mut registry));
+    let registry = Arc::new(registry);
+    let http = build_client(&HttpOptions {
+        extra_ca_files: trusted_ca_files,
+        user_agent: user_agent.clone(),
+        ..HttpOptions::default()
+    })?;
+    let imds = ImdsClient::new(ImdsOptions { user_agent, ..ImdsOptions::at(imds_endpoint) })?;
+    let provider = Arc::new(AzureProvider { imds, http, kube: Some(kube.clone()), metrics: metrics.clone() });
+
+    let interval = Duration::from_secs(find_identity_retry_interval);
+    let config = Config {
+        mode: operation_mode,
+        node: node.clone(),
+        force_namespaced,
+        mic_namespace,
+        metadata_header_required,
+        block_instance_metadata,
+        set_retry_after_header,
+        wait_created: interval * retry_attempts_for_created,
+        wait_assigned: interval * (retry_attempts_for_created + retry_attempts_for_assigned),
+        default_authority: aad_authority,
+        host_token,
+        not_found_as_bad_request: identity_not_found_status == 400,
+    };
+    let state = AgentState {
+        shared: Arc::new(Shared::default()),
+        cache: TokenCache::new(provider, Arc::new(SystemClock), token_min_remaining_sec),
+        config: Arc::new(config),
+        metrics: metrics.clone(),
+        proxy: Proxy::new(&format!("http://{metadata_ip}:{metadata_port}"))?,
+    };
+
+    let readiness = Arc::new(Readiness::default());
+    spawn_watches(&kube, &state, &readiness, &node, operation_mode);
+    tokio::spawn(prefetch::run(state.clone()));
+
+    let intercepting = readiness.part("iptables");
+    let rules = Rules { metadata_ip, metadata_port, agent_port: port };
+    let ipt = Arc::new(Iptables { binary: "iptables".into(), rules: rules.clone() });
+    if manage_iptables {
+        ipt.ensure().context("cannot install the iptables interception rules")?;
+        if enable_conntrack_deletion {
+            iptables::flush_conntrack(&rules)?;
+        }
+        intercepting.store(true, Ordering::SeqCst);
+        tokio::spawn(keep_rules(ipt.clone(), Duration::from_secs(ipt_update_interval_sec.max(1))));
+    } else {
+        warn!("iptables management is off: pods reach this agent only if something else redirects them");
+        intercepting.store(true, Ordering::SeqCst);
+    }
+
+    let active = intercepting.clone();
+    let health: admin::Health =
+        Arc::new(move || if active.load(Ordering::SeqCst) { "Active" } else { "Not Active" });
+    admin::serve(admin::app(readiness.clone(), health, registry), &[probe_port, prometheus_port])
+        .await
+        .context("cannot listen on the admin ports (--http-probe-port, --prometheus-port)")?;
+
+    let addr = SocketAddr::new(listen_address, port);
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} (is another agent running?)"))?;
+    info!(%addr, node = %node, mode = ?operation_mode, "Serving token requests");
+    let service = crate::app(state).into_make_service_with_connect_info::<SocketAddr>();
+    let server = axum::serve(listener, service).with_graceful_shutdown(shutdown_signal());
+    let grace = Duration::from_secs(shutdown_grace_sec);
+    tokio::select! {
+        r = server => r.context("token server failed")?,
+        () = async { shutdown_signal().await; tokio::time::sleep(grace).await } => warn!("shutdown grace period over; dropping in-flight requests"),
+    }
+    if manage_iptables && cleanup_iptables_on_exit {
+        ipt.remove().context("cannot remove the iptables rules")?;
+        info!("Removed iptables rules");
+    } else if manage_iptables {
+        info!("Leaving iptables rules in place: pods cannot reach IMDS until an agent serves again");
+    }
+    Ok(())
+}
+
+/// Starts one watch whose changes land in the index through `sink`.
+fn spawn_watch<K>(
+    api: Api<DeserializeGuard<K>>,
+    cfg: watcher::Config,
+    kind: &'static str,
+    state: &AgentState,
+    readiness: &Readiness,
+    sink: fn(&mut crate::index::NodeIndex, podid_runtime::watch::Change<K>),
+) where
+    K: kube::Resource<DynamicType = ()>
+        + serde::de::DeserializeOwned
+        + Clone
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let shared = state.shared.clone();
+    let metrics = state.metrics.clone();
+    let on_change = move |c| shared.update(|idx| sink(idx, c));
+    let on_error = move || metrics.k8s_error(&format!("watch_{kind}"));
+    tokio::spawn(drive(api, cfg, kind, on_change, readiness.part(kind), on_error));
+}
+
+fn spawn_watches(kube: &kube::Client, state: &AgentState, readiness: &Readiness, node: &str, mode: Mode) {
+    let all = watcher::Config::default;
+    let pods = all().fields(&format!("spec.nodeName={node}"));
+    spawn_watch::<Pod>(Api::all(kube.clone()), pods, "pods", state, readiness, watch::pods);
+    spawn_watch::<AzurePodIdentityException>(
+        Api::all(kube.clone()),
+        all(),
+        "exceptions",
+        state,
+        readiness,
+        watch::exceptions,
+    );
+    match mode {
+        Mode::Standard => {
+            let mine = all().labels(&format!("{NODENAME_LABEL}={node}"));
+            spawn_watch::<AzureAssignedIdentity>(
+                Api::all(kube.clone()),
+                mine,
+                "assignedidentities",
+                state,
+                readiness,
+                watch::assigned,
+            );
+        }
+        Mode::Managed => {
+            spawn_watch::<AzureIdentityBinding>(
+                Api::all(kube.clone()),
+                all(),
+                "bindings",
+                state,
+                readiness,
+                watch::bindings,
+            );
+            spawn_watch::<AzureIdentity>(
+                Api::all(kube.clone()),
+                all(),
+                "identities",
+                state,
+                readiness,
+                watch::identities,
+            );
+        }
+    }
+}
+
+async fn keep_rules(ipt: Arc<Iptables>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let ipt = ipt.clone();
+        match tokio::task::spawn_blocking(move || ipt.ensure()).await {
+            Ok(Ok(true)) => warn!("iptables rules were changed by someone else; restored"),
+            Ok(Ok(false)) => {}
+            Ok(Err(e)) => error!(error = %e, "Cannot check the iptables rules"),
+            Err(e) => error!(error = %e, "iptables check panicked"),
+        }
+    }
+}
+
+pub use podid_runtime::shutdown_signal;

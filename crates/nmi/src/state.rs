@@ -1,0 +1,107 @@
+//! Shared agent state: the node index with its change signal, the token cache, settings.
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::{RwLock, RwLockReadGuard};
+use tokio::sync::watch;
+
+use crate::cache::TokenCache;
+use crate::index::NodeIndex;
+use crate::metrics::Metrics;
+
+/// How the agent finds identities.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    /// Assigned identities written by the controller (the identity is on the node's scale set).
+    Standard,
+    /// Bindings and identities of the pod's namespace; identities assigned out of band.
+    Managed,
+}
+
+/// Settings the request path depends on.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub mode: Mode,
+    pub node: String,
+    pub force_namespaced: bool,
+    pub mic_namespace: String,
+    pub metadata_header_required: bool,
+    pub block_instance_metadata: bool,
+    pub set_retry_after_header: bool,
+    /// Standard mode: how long to wait for an assigned identity to appear.
+    pub wait_created: Duration,
+    /// Standard mode: how long to wait for an existing one to become `Assigned`.
+    pub wait_assigned: Duration,
+    /// Entra ID authority for service principals whose identity names none.
+    pub default_authority: String,
+    /// Serve `/host/token` to node-local callers.
+    pub host_token: bool,
+    /// Answer "no identity for this pod" as real IMDS answers an unknown identity (400 with
+    /// IMDS's JSON error, which SDKs do not retry) instead of upstream's 404 (which SDKs retry for
+    /// up to a minute or more).
+    pub not_found_as_bad_request: bool,
+}
+
+impl Config {
+    /// Upstream's defaults (16 + 4 checks, 5 s apart) for a node.
+    pub fn new(node: impl Into<String>, mode: Mode) -> Self {
+        Self {
+            mode,
+            node: node.into(),
+            force_namespaced: mode == Mode::Managed,
+            mic_namespace: "default".into(),
+            metadata_header_required: true,
+            block_instance_metadata: false,
+            set_retry_after_header: false,
+            wait_created: Duration::from_secs(80),
+            wait_assigned: Duration::from_secs(100),
+            default_authority: "https://login.microsoftonline.com/".into(),
+            host_token: true,
+            not_found_as_bad_request: false,
+        }
+    }
+}
+
+/// The node index and a signal that fires on every change of it.
+#[derive(Debug)]
+pub struct Shared {
+    index: RwLock<NodeIndex>,
+    changes: watch::Sender<u64>,
+}
+
+impl Default for Shared {
+    fn default() -> Self {
+        Self { index: RwLock::new(NodeIndex::default()), changes: watch::channel(0).0 }
+    }
+}
+
+impl Shared {
+    /// Changes the index and wakes everyone waiting for a change.
+    pub fn update<R>(&self, f: impl FnOnce(&mut NodeIndex) -> R) -> R {
+        let (r, generation) = {
+            let mut idx = self.index.write();
+            let r = f(&mut idx);
+            (r, idx.generation())
+        };
+        self.changes.send_replace(generation);
+        r
+    }
+
+    pub fn read(&self) -> RwLockReadGuard<'_, NodeIndex> {
+        self.index.read()
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+}
+
+/// Everything a request handler needs. Cheap to clone.
+#[derive(Clone)]
+pub struct AgentState {
+    pub shared: Arc<Shared>,
+    pub cache: TokenCache,
+    pub config: Arc<Config>,
+    pub metrics: Arc<Metrics>,
+    pub proxy: crate::http::proxy::Proxy,
+}

@@ -1,0 +1,174 @@
+//! Starting etcd and kube-apiserver on free loopback ports, in a throwaway folder.
+//!
+//! ```text
+//!   <tmp>/podid-cluster-XXXX/
+//!     ca.crt  apiserver.crt  apiserver.key  sa.key  sa.pub  tokens.csv  kubeconfig
+//!     etcd-<attempt>/  etcd.log  kube-apiserver.log
+//! ```
+//!
+//! Ports are found by binding port 0 and releasing it, so another process can take one in the
+//! meantime; a start that fails with "address already in use" is retried on fresh ports.
+use std::net::{Ipv4Addr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use kube::config::Kubeconfig;
+
+use crate::binaries::Binaries;
+use crate::process::Processes;
+use crate::{Error, Result, TOKEN_EXCHANGE_AUDIENCE, kubeconfig, pki};
+
+use super::bootstrap;
+
+const ATTEMPTS: u32 = 3;
+/// Generous: a start takes 4-10 s on two cores, longer while other builds share them.
+pub(crate) const START_TIMEOUT: Duration = Duration::from_secs(90);
+const ADMIN_USER: &str = "podid-admin";
+
+/// A running local API server.
+#[derive(Debug)]
+pub(crate) struct Started {
+    pub(crate) processes: Processes,
+    pub(crate) admin: Kubeconfig,
+    pub(crate) server_url: String,
+    pub(crate) ca_pem: String,
+}
+
+/// Files written once per cluster, reused across port retries.
+struct Files {
+    ca_pem: String,
+    admin_token: String,
+}
+
+/// Who cleans up after the test process dies.
+#[derive(Debug, Clone)]
+pub(crate) struct Cleanup {
+    /// Removed by the watchdog (the cluster's folder, or a folder that holds it).
+    pub(crate) remove: PathBuf,
+    /// A process the cluster must outlive the test process for (see `process`).
+    pub(crate) outlive: Option<u32>,
+}
+
+/// Starts etcd and kube-apiserver under `dir` and waits for `/readyz`.
+pub(crate) async fn start(binaries: &Binaries, dir: &Path, cleanup: &Cleanup) -> Result<Started> {
+    let began = std::time::Instant::now();
+    let files = write_files(dir)?;
+    tracing::debug!(elapsed_ms = began.elapsed().as_millis() as u64, "Keys and certificates written");
+    let mut attempt = 1;
+    loop {
+        match start_once(binaries, dir, cleanup, &files, attempt).await {
+            Err(Error::Exited { log_tail, .. })
+                if attempt < ATTEMPTS && log_tail.contains("address already in use") =>
+            {
+                tracing::info!(attempt, "A port was taken meanwhile; retrying on fresh ports");
+                attempt += 1;
+            }
+            result => return result,
+        }
+    }
+}
+
+async fn start_once(
+    binaries: &Binaries,
+    dir: &Path,
+    cleanup: &Cleanup,
+    files: &Files,
+    attempt: u32,
+) -> Result<Started> {
+    let [etcd_port, peer_port, api_port] = free_ports()?;
+    let server_url = format!("https://127.0.0.1:{api_port}");
+    let mut processes = Processes::new(&cleanup.remove, cleanup.outlive)?;
+    processes.spawn("etcd", etcd(binaries, dir, attempt, etcd_port, peer_port), dir.join("etcd.log"))?;
+    processes.spawn(
+        "kube-apiserver",
+        apiserver(binaries, dir, etcd_port, api_port, &server_url),
+        dir.join("kube-apiserver.log"),
+    )?;
+    let admin = kubeconfig::single(&server_url, &files.ca_pem, kubeconfig::token(&files.admin_token));
+    let client = kubeconfig::client(admin.clone())?;
+    bootstrap::wait_ready(&client, &mut processes, START_TIMEOUT).await?;
+    Ok(Started { processes, admin, server_url, ca_pem: files.ca_pem.clone() })
+}
+
+fn write_files(dir: &Path) -> Result<Files> {
+    let ca = pki::Ca::new()?;
+    let serving = ca.serving_cert()?;
+    let sa = pki::service_account_key()?;
+    let admin_token = random_token();
+    write(&dir.join("ca.crt"), ca.cert_pem())?;
+    write(&dir.join("apiserver.crt"), &serving.cert_pem)?;
+    write(&dir.join("apiserver.key"), &serving.key_pem)?;
+    write(&dir.join("sa.key"), &sa.private_pem)?;
+    write(&dir.join("sa.pub"), &sa.public_pem)?;
+    write(&dir.join("tokens.csv"), &format!("{admin_token},{ADMIN_USER},{ADMIN_USER},\"system:masters\"\n"))?;
+    Ok(Files { ca_pem: ca.cert_pem().to_owned(), admin_token })
+}
+
+fn etcd(binaries: &Binaries, dir: &Path, attempt: u32, client_port: u16, peer_port: u16) -> Command {
+    let client = format!("http://127.0.0.1:{client_port}");
+    let peer = format!("http://127.0.0.1:{peer_port}");
+    let mut command = Command::new(&binaries.etcd);
+    command
+        .arg("--name=podid")
+        .arg(arg("--data-dir", dir.join(format!("etcd-{attempt}"))))
+        .arg(format!("--listen-client-urls={client}"))
+        .arg(format!("--advertise-client-urls={client}"))
+        .arg(format!("--listen-peer-urls={peer}"))
+        .arg(format!("--initial-advertise-peer-urls={peer}"))
+        .arg(format!("--initial-cluster=podid={peer}"))
+        .args(["--logger=zap", "--log-level=warn"]);
+    command
+}
+
+fn apiserver(binaries: &Binaries, dir: &Path, etcd_port: u16, port: u16, server_url: &str) -> Command {
+    let mut command = Command::new(&binaries.kube_apiserver);
+    command
+        .args(["--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", "--insecure-port=0"])
+        .arg(format!("--secure-port={port}"))
+        .arg(format!("--etcd-servers=http://127.0.0.1:{etcd_port}"))
+        .arg(arg("--cert-dir", dir.join("certs")))
+        .arg(arg("--tls-cert-file", dir.join("apiserver.crt")))
+        .arg(arg("--tls-private-key-file", dir.join("apiserver.key")))
+        .arg(arg("--client-ca-file", dir.join("ca.crt")))
+        .arg(arg("--token-auth-file", dir.join("tokens.csv")))
+        .arg("--authorization-mode=RBAC")
+        .arg(arg("--service-account-signing-key-file", dir.join("sa.key")))
+        .arg(arg("--service-account-key-file", dir.join("sa.pub")))
+        .arg(format!("--service-account-issuer={server_url}"))
+        .arg(format!("--api-audiences={server_url},{TOKEN_EXCHANGE_AUDIENCE}"))
+        .arg("--service-cluster-ip-range=10.96.0.0/16")
+        // No controller-manager creates `default` service accounts, so the plugin would refuse pods.
+        .arg("--disable-admission-plugins=ServiceAccount")
+        // 127.0.0.1 is not a valid endpoint address; there is nothing to reconcile anyway.
+        .arg("--endpoint-reconciler-type=none")
+        .args(["--enable-priority-and-fairness=false", "--profiling=false"]);
+    command
+}
+
+fn arg(flag: &str, path: PathBuf) -> String {
+    format!("{flag}={}", path.display())
+}
+
+fn write(path: &Path, contents: &str) -> Result<()> {
+    std::fs::write(path, contents).map_err(|source| Error::Io {
+        action: "write",
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// Three distinct free ports on 127.0.0.1 (held together while choosing, so they differ).
+fn free_ports() -> Result<[u16; 3]> {
+    let bind = || {
+        TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .and_then(|listener| Ok((listener.local_addr()?.port(), listener)))
+            .map_err(|source| Error::Io { action: "bind a free port on", path: "127.0.0.1".into(), source })
+    };
+    let (a, b, c) = (bind()?, bind()?, bind()?);
+    Ok([a.0, b.0, c.0])
+}
+
+fn random_token() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}

@@ -1,0 +1,147 @@
+//! The cluster's child processes, and the watchdog that kills them when the test process dies.
+//!
+//! ```text
+//!   test process ──stdin pipe──▶ watchdog (sh, own process group)
+//!        │  "pid 123" per child, "gone 123" when reaped, "released" on a normal drop
+//!        ├── etcd            (own process group)
+//!        └── kube-apiserver  (own process group)
+//! ```
+//!
+//! On a normal drop the children are killed by their own pid and reaped, then the watchdog is
+//! told `released` and exits. When the test process dies without dropping (a shared cluster in a
+//! `static`, `panic = "abort"`, a signal), the kernel closes the pipe; the watchdog reads EOF,
+//! kills every pid it was told about and removes the cluster's folder. A pipe, unlike polling
+//! `kill -0 <pid>`, reacts at once and cannot mistake a new process for the test process.
+//!
+//! A cluster shared by all test processes of a run (see `TestCluster::shared`) must outlive the
+//! process that started it: its watchdog, after EOF, also waits for the run's runner process to
+//! end (polling `kill -0` every second) before it cleans up.
+use std::io::Write;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+
+use crate::{Error, Result};
+
+const WATCHDOG: &str = r#"
+dir=$1; outlive=$2; pids=
+trap '' INT HUP
+while IFS= read -r line; do
+  case $line in
+    "pid "*) pids="$pids ${line#pid }" ;;
+    "gone "*) keep=; for p in $pids; do [ "$p" = "${line#gone }" ] || keep="$keep $p"; done; pids=$keep ;;
+    released) exit 0 ;;
+  esac
+done
+if [ "$outlive" != 0 ]; then
+  while kill -0 "$outlive" 2>/dev/null; do sleep 1; done
+fi
+[ -n "$pids" ] && kill -KILL $pids 2>/dev/null
+rm -rf "$dir"
+"#;
+
+/// Child processes that are killed when this value is dropped, or when the test process dies.
+#[derive(Debug)]
+pub(crate) struct Processes {
+    /// Started children, in start order; killed in reverse order.
+    children: Vec<Supervised>,
+    watchdog: Child,
+    /// Write end of the watchdog's stdin; the test process holding it open is the heartbeat.
+    heartbeat: Option<ChildStdin>,
+}
+
+#[derive(Debug)]
+struct Supervised {
+    name: &'static str,
+    child: Child,
+    log: PathBuf,
+}
+
+impl Processes {
+    /// Starts the watchdog. When the test process dies (and then process `outlive`, if given),
+    /// it kills the children and removes `dir`.
+    pub(crate) fn new(dir: &Path, outlive: Option<u32>) -> Result<Self> {
+        let mut watchdog = Command::new("sh")
+            .args(["-c", WATCHDOG, "podid-testkit-watchdog"])
+            .arg(dir)
+            .arg(outlive.unwrap_or(0).to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            // Its own process group: a Ctrl-C meant for the tests must not kill the clean-up.
+            .process_group(0)
+            .spawn()
+            .map_err(|source| Error::Spawn { program: "sh (watchdog)".into(), source })?;
+        let heartbeat = watchdog.stdin.take();
+        Ok(Self { children: Vec::new(), watchdog, heartbeat })
+    }
+
+    /// Starts `command` with stdout and stderr appended to `log`, under the watchdog.
+    pub(crate) fn spawn(&mut self, name: &'static str, mut command: Command, log: PathBuf) -> Result<()> {
+        let io = |source| Error::Io { action: "create log", path: log.clone(), source };
+        let out = std::fs::File::create(&log).map_err(io)?;
+        let err = out.try_clone().map_err(io)?;
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            // Signals meant for the test process (Ctrl-C, a harness killing its group) reach
+            // the children through the watchdog, which a shared cluster needs to outlive them.
+            .process_group(0)
+            .spawn()
+            .map_err(|source| Error::Spawn { program: name.into(), source })?;
+        let pid = child.id();
+        self.tell_watchdog(&format!("pid {pid}"));
+        tracing::debug!(program = name, pid, log = %log.display(), "Started");
+        self.children.push(Supervised { name, child, log });
+        Ok(())
+    }
+
+    /// Fails if any child has exited, with the end of its log.
+    pub(crate) fn check_alive(&mut self) -> Result<()> {
+        let dead = self.children.iter_mut().find_map(|supervised| match supervised.child.try_wait() {
+            Ok(Some(status)) => Some((supervised.child.id(), exited(supervised, status))),
+            _ => None,
+        });
+        match dead {
+            Some((pid, error)) => {
+                self.tell_watchdog(&format!("gone {pid}"));
+                Err(error)
+            }
+            None => Ok(()),
+        }
+    }
+
+    fn tell_watchdog(&mut self, line: &str) {
+        let sent = self.heartbeat.as_mut().map(|pipe| writeln!(pipe, "{line}").and_then(|()| pipe.flush()));
+        if let Some(Err(error)) = sent {
+            tracing::warn!(%error, "Watchdog is gone; children may outlive a crashed test process");
+        }
+    }
+}
+
+impl Drop for Processes {
+    fn drop(&mut self) {
+        for supervised in self.children.iter_mut().rev() {
+            let pid = supervised.child.id();
+            // Already exited is fine: `kill` then only reports an error we ignore.
+            let _ = supervised.child.kill();
+            let _ = supervised.child.wait();
+            tracing::debug!(program = supervised.name, pid, "Stopped");
+        }
+        self.tell_watchdog("released");
+        self.heartbeat = None;
+        let _ = self.watchdog.wait();
+    }
+}
+
+fn exited(supervised: &Supervised, status: ExitStatus) -> Error {
+    Error::Exited { program: supervised.name, status, log_tail: log_tail(&supervised.log, 25) }
+}
+
+/// The last `lines` lines of a log file (empty if unreadable).
+pub(crate) fn log_tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
