@@ -135,19 +135,7 @@ fn not_found_status(s: &str) -> Result<u16, String> {
     }
 }
 
-/// Go's flag package accepted `-flag` as well as `--flag`; so does podid, for upstream manifests.
-pub fn go_style(args: impl IntoIterator<Item = String>) -> Vec<String> {
-    args.into_iter()
-        .enumerate()
-        .map(|(i, a)| {
-            let single_dash_long = a.starts_with('-')
-                && !a.starts_with("--")
-                && a.len() > 2
-                && a.as_bytes()[1].is_ascii_alphabetic();
-            if i > 0 && single_dash_long { format!("-{a}") } else { a }
-        })
-        .collect()
-}
+pub use podid_runtime::go_style;
 
 #[cfg(test)]
 mod tests {

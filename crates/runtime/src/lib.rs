@@ -8,6 +8,21 @@
 pub mod admin;
 pub mod watch;
 
+/// Go's flag package accepted `-flag` as well as `--flag`; podid's binaries do too, so upstream
+/// manifests work unchanged. Rewrites single-dash long flags (not the program name) to `--flag`.
+pub fn go_style(args: impl IntoIterator<Item = String>) -> Vec<String> {
+    args.into_iter()
+        .enumerate()
+        .map(|(i, a)| {
+            let single_dash_long = a.starts_with('-')
+                && !a.starts_with("--")
+                && a.len() > 2
+                && a.as_bytes()[1].is_ascii_alphabetic();
+            if i > 0 && single_dash_long { format!("-{a}") } else { a }
+        })
+        .collect()
+}
+
 /// Log output format (`--log-format`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
@@ -40,4 +55,13 @@ pub async fn shutdown_signal() {
         }
     };
     tokio::select! { () = ctrl_c => {}, () = term => {} }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn single_dash_long_flags_become_double_dash_and_values_stay() {
+        let args = ["prog", "-node", "n1", "-v=2", "--x", "-1", "-"].map(String::from);
+        assert_eq!(super::go_style(args), ["prog", "--node", "n1", "--v=2", "--x", "-1", "-"]);
+    }
 }

@@ -1,0 +1,396 @@
+//! Controller benchmark: the `podid-mic` binary as its own process against the test kube-apiserver
+//! and an in-process Azure emulator.
+//!
+//! 1. latency: with every ARM identity PATCH delayed by L, pod Running → `Assigned` (one pod at a
+//!    time, each with its own identity so every assignment needs a PATCH);
+//! 2. cold convergence: PODS pods / IDENTITIES identities / NODES nodes / SCALE_SETS scale sets
+//!    created first, then the controller started: time to all `Assigned`, ARM PATCHes;
+//! 3. idle: ARM calls during IDLE_SECS with nothing changing;
+//! 4. removal: all pods deleted: time until no assigned identity is left, ARM PATCHes;
+//! 5. controller RSS (peak and at the end).
+//!
+//! Sizes from the environment: `PODID_BENCH_PODS` (2000), `PODID_BENCH_IDENTITIES` (200),
+//! `PODID_BENCH_NODES` (50), `PODID_BENCH_SCALE_SETS` (5), `PODID_BENCH_LATENCIES_MS` (`0,250,1000`),
+//! `PODID_BENCH_SAMPLES` (7), `PODID_BENCH_IDLE_SECS` (10).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use kube::Api;
+use kube::api::{ListParams, PostParams};
+use podid_api::k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use podid_api::{
+    AssignedState, AzureAssignedIdentity, AzureIdentity, AzureIdentityBinding, AzureIdentityBindingSpec,
+    AzureIdentitySpec,
+};
+use podid_emulator::config::builtin::{CLUSTER_APP, IDENTITY_RESOURCE_GROUP, NODE_RESOURCE_GROUP};
+use podid_emulator::config::{IdentityConfig, ScaleSetConfig};
+use podid_emulator::{Emulator, EmulatorConfig, FaultAction, FaultSpec, RunningEmulator, Surface};
+use podid_testkit::{NodeBuilder, PodBuilder, TestCluster};
+
+fn env_num(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+struct Bench {
+    client: kube::Client,
+    emu: RunningEmulator,
+}
+
+impl Bench {
+    fn id(&self, i: usize) -> (String, String) {
+        let info = &self.emu.info().identities[&format!("bench-{i}")];
+        (info.id.clone(), info.client_id.clone())
+    }
+
+    async fn identity(&self, ns: &str, i: usize) {
+        let (rid, cid) = self.id(i);
+        let mut id = AzureIdentity::new(
+            &format!("id-{i}"),
+            AzureIdentitySpec {
+                identity_type: 0,
+                resource_id: rid,
+                client_id: cid,
+                ..AzureIdentitySpec::default()
+            },
+        );
+        id.metadata.namespace = Some(ns.into());
+        Api::<AzureIdentity>::namespaced(self.client.clone(), ns)
+            .create(&PostParams::default(), &id)
+            .await
+            .unwrap();
+        let b = AzureIdentityBinding {
+            metadata: ObjectMeta {
+                name: Some(format!("b-{i}")),
+                namespace: Some(ns.into()),
+                ..ObjectMeta::default()
+            },
+            spec: AzureIdentityBindingSpec {
+                azure_identity: format!("id-{i}"),
+                selector: format!("sel-{i}"),
+                ..AzureIdentityBindingSpec::default()
+            },
+            status: None,
+        };
+        Api::<AzureIdentityBinding>::namespaced(self.client.clone(), ns)
+            .create(&PostParams::default(), &b)
+            .await
+            .unwrap();
+    }
+
+    async fn pod(&self, ns: &str, name: &str, node: &str, identity: usize) {
+        PodBuilder::new(ns, name)
+            .node(node)
+            .label("aadpodidbinding", format!("sel-{identity}"))
+            .ip("10.244.0.10".parse().unwrap())
+            .create(&self.client)
+            .await
+            .unwrap();
+    }
+
+    async fn aais(&self, ns: &str) -> Vec<AzureAssignedIdentity> {
+        let all = Api::<AzureAssignedIdentity>::all(self.client.clone())
+            .list(&ListParams::default())
+            .await
+            .unwrap();
+        all.items.into_iter().filter(|a| a.spec.pod_namespace == ns).collect()
+    }
+
+    fn patches(&self) -> usize {
+        self.emu.requests().iter().filter(|r| r.method == "PATCH" && r.surface == Surface::Arm).count()
+    }
+}
+
+fn rss_kb(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let pods = env_num("PODID_BENCH_PODS", 2000);
+    let identities = env_num("PODID_BENCH_IDENTITIES", 200);
+    let nodes = env_num("PODID_BENCH_NODES", 50);
+    let scale_sets = env_num("PODID_BENCH_SCALE_SETS", 5);
+    let samples = env_num("PODID_BENCH_SAMPLES", 7);
+    let idle_secs = env_num("PODID_BENCH_IDLE_SECS", 10);
+    let latencies: Vec<u64> = std::env::var("PODID_BENCH_LATENCIES_MS")
+        .unwrap_or_else(|_| "0,250,1000".into())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    let latency_ids = samples * latencies.len();
+
+    podid_azure::install_crypto_provider();
+    let cluster = TestCluster::shared().await.expect("cluster");
+    let client = cluster.client().unwrap();
+    let mut config = EmulatorConfig::default();
+    for i in 0..identities.max(latency_ids) {
+        config.identities.push(IdentityConfig {
+            name: format!("bench-{i}"),
+            resource_group: IDENTITY_RESOURCE_GROUP.into(),
+            client_id: None,
+            principal_id: None,
+            federated_credentials: vec![],
+        });
+    }
+    for s in 0..scale_sets {
+        config.scale_sets.push(ScaleSetConfig {
+            name: format!("bench-vmss{s}"),
+            resource_group: NODE_RESOURCE_GROUP.into(),
+            instances: 1,
+            system_assigned: false,
+            identities: vec![],
+        });
+    }
+    let emu = Emulator::start(config).await.expect("emulator");
+    let bench = Bench { client: client.clone(), emu };
+    let lat_ns = cluster.namespace("bench-latency").await.unwrap();
+    let ns = cluster.namespace("bench-scale").await.unwrap();
+    let sub = bench.emu.subscription_id();
+    let mut node_names = Vec::new();
+    for n in 0..nodes {
+        let name = format!("{ns}-n{n}");
+        let vmss = format!("bench-vmss{}", n % scale_sets);
+        NodeBuilder::new(&name)
+            .vmss(&sub, NODE_RESOURCE_GROUP, &vmss, u32::try_from(n).unwrap())
+            .create(&client)
+            .await
+            .unwrap();
+        node_names.push(name);
+    }
+
+    // The controller, as its own process.
+    let dir = tempfile::tempdir().unwrap();
+    let app = &bench.emu.info().applications[CLUSTER_APP];
+    let azure_json = serde_json::json!({
+        "cloud": "AzurePublicCloud", "tenantId": bench.emu.tenant_id(), "aadClientId": app.client_id,
+        "aadClientSecret": app.secrets[0], "subscriptionId": sub, "resourceGroup": NODE_RESOURCE_GROUP,
+    });
+    let azure_path = dir.path().join("azure.json");
+    std::fs::write(&azure_path, azure_json.to_string()).unwrap();
+    let mut mic = respawn(
+        &mic_args(cluster, &azure_path, &bench, &ns, &lat_ns, "bench-1"),
+        &ns,
+        &dir.path().join("mic1.log"),
+    );
+    let pid = mic.id().unwrap();
+    let peak = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let p = peak.clone();
+    tokio::spawn(async move {
+        loop {
+            if let Some(kb) = rss_kb(pid) {
+                p.fetch_max(kb, std::sync::atomic::Ordering::Relaxed);
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+
+    // 1. Latency vs ARM update latency.
+    println!("== pod Running -> Assigned vs ARM PATCH latency L ({samples} pods each, each needing a PATCH)");
+    let node0 = node_names[0].clone();
+    let mut next_id = 0;
+    for l in &latencies {
+        bench.emu.clear_faults();
+        if *l > 0 {
+            bench
+                .emu
+                .add_fault(FaultSpec {
+                    method: Some("PATCH".into()),
+                    ..FaultSpec::new(Surface::Arm, FaultAction::Latency { ms: *l })
+                })
+                .unwrap();
+        }
+        let mut took = Vec::new();
+        for s in 0..samples {
+            let i = next_id;
+            next_id += 1;
+            bench.identity(&lat_ns, i).await;
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let pod = format!("lat-{l}-{s}");
+            let aai = format!("{pod}-{lat_ns}-id-{i}");
+            bench.pod(&lat_ns, &pod, &node0, i).await;
+            let started = Instant::now();
+            let api = Api::<AzureAssignedIdentity>::namespaced(client.clone(), "default");
+            loop {
+                if let Ok(Some(a)) = api.get_opt(&aai).await
+                    && a.state() == AssignedState::Assigned
+                {
+                    break;
+                }
+                assert!(started.elapsed() < Duration::from_secs(60), "{aai} not Assigned");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            took.push(started.elapsed());
+        }
+        let min = took.iter().min().copied().unwrap_or_default();
+        let max = took.iter().max().copied().unwrap_or_default();
+        println!(
+            "L = {l:>5} ms: median {:>7.1} ms, min {:>7.1} ms, max {:>7.1} ms, median - L {:>7.1} ms",
+            ms(median(took.clone())),
+            ms(min),
+            ms(max),
+            ms(median(took)) - *l as f64
+        );
+    }
+    bench.emu.clear_faults();
+
+    // 2. Cold convergence.
+    println!(
+        "== convergence: {pods} pods / {identities} identities / {nodes} nodes / {scale_sets} scale sets"
+    );
+    mic.kill().await.unwrap();
+    let t = Instant::now();
+    futures::stream::iter(0..identities)
+        .for_each_concurrent(16, |i| {
+            let (b, ns) = (&bench, &ns);
+            async move { b.identity(ns, i).await }
+        })
+        .await;
+    futures::stream::iter(0..pods)
+        .for_each_concurrent(32, |p| {
+            let (b, ns, nodes) = (&bench, &ns, &node_names);
+            async move { b.pod(ns, &format!("p{p}"), &nodes[p % nodes.len()], p % identities).await }
+        })
+        .await;
+    println!("objects created in {:.1} s (controller stopped)", t.elapsed().as_secs_f64());
+    bench.emu.clear_requests();
+    let mut mic = respawn(
+        &mic_args(cluster, &azure_path, &bench, &ns, &lat_ns, "bench-2"),
+        &ns,
+        &dir.path().join("mic2.log"),
+    );
+    let pid = mic.id().unwrap();
+    let started = Instant::now();
+    loop {
+        let aais = bench.aais(&ns).await;
+        let assigned = aais.iter().filter(|a| a.state() == AssignedState::Assigned).count();
+        if assigned == pods {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(900), "only {assigned}/{pods} Assigned");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let conv = started.elapsed();
+    let patches = bench.patches();
+    let minimum: usize = (0..scale_sets)
+        .map(|s| {
+            let ids: BTreeSet<usize> =
+                (0..pods).filter(|p| (p % nodes) % scale_sets == s).map(|p| p % identities).collect();
+            ids.len().div_ceil(150)
+        })
+        .sum();
+    println!(
+        "all {pods} Assigned {:.1} s after controller start; ARM PATCHes {patches} (minimum {minimum}: per scale set, its distinct identities / 150); ARM requests {}",
+        conv.as_secs_f64(),
+        bench.emu.requests().iter().filter(|r| r.surface == Surface::Arm).count()
+    );
+    let rss_conv = rss_kb(pid);
+
+    // 3. Idle.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    bench.emu.clear_requests();
+    tokio::time::sleep(Duration::from_secs(u64::try_from(idle_secs).unwrap())).await;
+    let idle = bench.emu.requests().iter().filter(|r| r.surface == Surface::Arm).count();
+    println!("idle {idle_secs} s: {idle} ARM calls");
+
+    // 4. Removal.
+    bench.emu.clear_requests();
+    let t = Instant::now();
+    futures::stream::iter(0..pods)
+        .for_each_concurrent(32, |p| {
+            let (c, ns) = (&client, &ns);
+            async move { podid_testkit::kubelet::delete_pod(c, ns, &format!("p{p}")).await.unwrap() }
+        })
+        .await;
+    loop {
+        if bench.aais(&ns).await.is_empty() {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(900), "assigned identities left");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    println!(
+        "all pods deleted and assignments gone in {:.1} s; ARM PATCHes {}",
+        t.elapsed().as_secs_f64(),
+        bench.patches()
+    );
+
+    // 5. Memory.
+    println!(
+        "controller RSS: after convergence {} MiB, at end {} MiB (first run's peak {} MiB)",
+        rss_conv.unwrap_or(0) / 1024,
+        rss_kb(pid).unwrap_or(0) / 1024,
+        peak.load(std::sync::atomic::Ordering::Relaxed) / 1024
+    );
+    mic.kill().await.unwrap();
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn mic_args(
+    cluster: &TestCluster,
+    azure: &std::path::Path,
+    bench: &Bench,
+    ns: &str,
+    lat_ns: &str,
+    lease: &str,
+) -> Vec<String> {
+    [
+        "--kubeconfig",
+        &cluster.kubeconfig_path().display().to_string(),
+        "--cloudconfig",
+        &azure.display().to_string(),
+        "--arm-endpoint",
+        &bench.emu.arm_url(),
+        "--aad-authority",
+        &bench.emu.login_url(),
+        "--trusted-ca-file",
+        &bench.emu.ca_pem_path().display().to_string(),
+        "--watch-namespace",
+        ns,
+        "--watch-namespace",
+        lat_ns,
+        "--leader-election-namespace",
+        ns,
+        "--leader-election-name",
+        lease,
+        "--leader-election-duration",
+        "4s",
+        "--http-probe-port",
+        "0",
+        "--prometheus-port",
+        "0",
+        "--identity-assignment-reconcile-interval",
+        "0",
+        "--arm-poll-interval",
+        "50ms",
+        "--log-format",
+        "json",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+fn respawn(args: &[String], ns: &str, log: &std::path::Path) -> tokio::process::Child {
+    let log = std::fs::File::create(log).unwrap();
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_podid-mic"))
+        .args(args)
+        .env("MIC_POD_NAMESPACE", ns)
+        .env("RUST_LOG", "warn")
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap()
+}

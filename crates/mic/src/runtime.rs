@@ -1,0 +1,290 @@
+//! Wiring: watches → index; Lease election; the reconcile loop and its executor; admin
+//! endpoints. [`start`] is what both the binary and the integration tests run.
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use kube::Api;
+use kube::core::DeserializeGuard;
+use kube::runtime::watcher;
+use podid_api::{AzureAssignedIdentity, AzureIdentity, AzureIdentityBinding, Node, Pod};
+use podid_azure::arm::{ArmOptions, CallRecord};
+use podid_azure::config::CloudConfig;
+use podid_azure::credential::token_source;
+use podid_azure::http::{HttpOptions, build_client};
+use podid_azure::imds::ImdsOptions;
+use podid_azure::{ArmClient, ProcessEnv};
+use podid_core::matching::MatchOptions;
+use podid_runtime::admin::{self, Health, Readiness};
+use podid_runtime::watch::{Change, drive};
+use prometheus_client::registry::Registry;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::info;
+
+use crate::args::Args;
+use crate::controller::{self, Settings};
+use crate::events::Events;
+use crate::execute::Executor;
+use crate::index::{ClusterIndex, SharedIndex, scope};
+use crate::leader::{self, Election};
+use crate::metrics::Metrics;
+use crate::objects::Objects;
+
+/// Everything a controller instance needs besides its clients.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub settings: Settings,
+    /// Namespaces watched (`None`: all).
+    pub scope: Option<BTreeSet<String>>,
+    pub election: Election,
+    /// Lower-cased client ids never removed.
+    pub immutable: BTreeSet<String>,
+    pub max_identity_retries: u32,
+    /// Kubernetes writes in flight at once within one unit (`--createDeleteBatch`).
+    pub concurrency: usize,
+}
+
+/// A running controller. Dropping it stops every task (as if the process died: the Lease is
+/// not released).
+pub struct Running {
+    pub leader: watch::Receiver<bool>,
+    pub metrics: Arc<Metrics>,
+    pub registry: Arc<Registry>,
+    pub readiness: Arc<Readiness>,
+    pub index: Arc<SharedIndex>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Running {
+    /// `/healthz` body: `Active` on the leader once caches are synced, else `Not Active`.
+    pub fn health(&self) -> Health {
+        let (leader, readiness) = (self.leader.clone(), self.readiness.clone());
+        Arc::new(
+            move || if *leader.borrow() && readiness.missing().is_empty() { "Active" } else { "Not Active" },
+        )
+    }
+
+    /// Whether this replica leads.
+    pub fn is_leader(&self) -> bool {
+        *self.leader.borrow()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// Starts watches, election and loop on the current runtime.
+pub fn start(kube: kube::Client, arm: ArmClient, config: Config) -> Running {
+    let mut registry = Registry::default();
+    let metrics = Arc::new(Metrics::register(&mut registry));
+    let observer = metrics.clone();
+    let arm = arm.with_observer(Arc::new(move |r: &CallRecord<'_>| observer.arm(r)));
+    let index = Arc::new(SharedIndex::new(ClusterIndex::new(config.scope.clone())));
+    let readiness = Arc::new(Readiness::default());
+    let mut tasks = Vec::new();
+
+    let all = watcher::Config::default;
+    let mut watch = |task| tasks.push(task);
+    watch(spawn_watch::<Pod>(&kube, all(), "pods", &index, &readiness, &metrics, ClusterIndex::pods));
+    watch(spawn_watch::<Node>(&kube, all(), "nodes", &index, &readiness, &metrics, ClusterIndex::nodes));
+    watch(spawn_watch::<AzureIdentity>(
+        &kube,
+        all(),
+        "identities",
+        &index,
+        &readiness,
+        &metrics,
+        ClusterIndex::identities,
+    ));
+    watch(spawn_watch::<AzureIdentityBinding>(
+        &kube,
+        all(),
+        "bindings",
+        &index,
+        &readiness,
+        &metrics,
+        ClusterIndex::bindings,
+    ));
+    watch(spawn_watch::<AzureAssignedIdentity>(
+        &kube,
+        all(),
+        "assignedidentities",
+        &index,
+        &readiness,
+        &metrics,
+        ClusterIndex::aais,
+    ));
+
+    let (leader_tx, leader_rx) = watch::channel(false);
+    let elections = metrics.clone();
+    tasks.push(tokio::spawn(leader::run(
+        kube.clone(),
+        config.election.clone(),
+        leader_tx,
+        Arc::new(move || {
+            elections.leader_elections.inc();
+        }),
+    )));
+
+    let executor = Executor {
+        objects: Objects { client: kube.clone(), metrics: metrics.clone() },
+        arm,
+        events: Events::new(kube, &config.election.identity),
+        metrics: metrics.clone(),
+        index: index.clone(),
+        immutable: Arc::new(config.immutable.clone()),
+        max_identity_retries: config.max_identity_retries,
+        concurrency: config.concurrency,
+    };
+    let ready = readiness.clone();
+    let synced: Arc<dyn Fn() -> bool + Send + Sync> = Arc::new(move || ready.missing().is_empty());
+    tasks.push(tokio::spawn(controller::run(
+        index.clone(),
+        executor,
+        config.settings,
+        leader_rx.clone(),
+        synced,
+    )));
+    Running { leader: leader_rx, metrics, registry: Arc::new(registry), readiness, index, tasks }
+}
+
+fn spawn_watch<K>(
+    kube: &kube::Client,
+    cfg: watcher::Config,
+    kind: &'static str,
+    index: &Arc<SharedIndex>,
+    readiness: &Readiness,
+    metrics: &Arc<Metrics>,
+    sink: fn(&mut ClusterIndex, Change<K>) -> bool,
+) -> JoinHandle<()>
+where
+    K: kube::Resource<DynamicType = ()>
+        + serde::de::DeserializeOwned
+        + Clone
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let api: Api<DeserializeGuard<K>> = Api::all(kube.clone());
+    let idx = index.clone();
+    let on_change = move |c| idx.update(|i| sink(i, c));
+    let metrics = metrics.clone();
+    let on_error = move || metrics.k8s_error(&format!("watch_{kind}"));
+    tokio::spawn(drive(api, cfg, kind, on_change, readiness.part(kind), on_error))
+}
+
+/// Sets up logging as the flags say (`RUST_LOG` overrides the default).
+pub fn init_logging(format: podid_runtime::LogFormat) {
+    podid_runtime::init_logging(format, "podid=info,podid_mic=info,podid_azure=info,podid_runtime=info,warn");
+}
+
+/// Runs the controller process until SIGINT/SIGTERM.
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let Some(_namespace) = args.mic_namespace.clone().filter(|n| !n.is_empty()) else {
+        anyhow::bail!("namespace not specified. Please add meta.namespace as env variable MIC_POD_NAMESPACE");
+    };
+    podid_azure::install_crypto_provider();
+    let env = ProcessEnv;
+    let path = (!args.cloudconfig.is_empty()).then(|| std::path::PathBuf::from(&args.cloudconfig));
+    if path.is_none() {
+        tracing::warn!("--cloudconfig not passed: reading the cloud config from environment variables");
+    }
+    let cloud_config = CloudConfig::load(path.as_deref(), &env).context("cannot load the cloud config")?;
+    let (mut cloud, auth) = cloud_config.validate(&env).context("unusable cloud config")?;
+    if let Some(url) = &args.arm_endpoint {
+        cloud = cloud.with_resource_manager(url.clone());
+    }
+    if let Some(url) = &args.aad_authority {
+        cloud = cloud.with_authority_host(url.clone());
+    }
+    let user_agent = format!(
+        "podid/MIC/{}{}",
+        env!("CARGO_PKG_VERSION"),
+        if args.custom_user_agent.is_empty() {
+            String::new()
+        } else {
+            format!(" {}", args.custom_user_agent)
+        }
+    );
+    let http =
+        HttpOptions { extra_ca_files: args.trusted_ca_files.clone(), user_agent, ..HttpOptions::default() };
+    let credential = token_source(&auth, &cloud, &http, ImdsOptions::default())
+        .context("cannot set up ARM credentials")?;
+    let options = ArmOptions { poll_interval: args.arm_poll_interval, ..ArmOptions::default() };
+    let arm = ArmClient::for_cloud(build_client(&http)?, &cloud, credential, options);
+
+    let kube = if args.kubeconfig.is_empty() {
+        kube::Client::try_default()
+            .await
+            .context("cannot build a Kubernetes client (KUBECONFIG or in-cluster)")?
+    } else {
+        let kubeconfig = kube::config::Kubeconfig::read_from(&args.kubeconfig)?;
+        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?;
+        kube::Client::try_from(config)?
+    };
+    let identity = if args.leader_election_instance.is_empty() {
+        std::env::var("HOSTNAME")
+            .ok()
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| format!("podid-mic-{}", std::process::id()))
+    } else {
+        args.leader_election_instance.clone()
+    };
+    let mut immutable: BTreeSet<String> = args.immutable().into_iter().collect();
+    if !cloud_config.user_assigned_identity_id.is_empty() {
+        immutable.insert(cloud_config.user_assigned_identity_id.to_ascii_lowercase());
+    }
+    let config = Config {
+        settings: Settings {
+            match_options: MatchOptions { force_namespaced: args.force_namespaced },
+            batch_window: args.batch_window,
+            drift_interval: args.drift_interval(),
+            base_backoff: args.retry_backoff,
+            max_backoff: Duration::from_secs(300),
+        },
+        scope: scope(&args.watch_namespaces),
+        election: Election {
+            namespace: args.leader_election_namespace.clone(),
+            name: args.leader_election_name.clone(),
+            identity: identity.clone(),
+            lease_duration: args.leader_election_duration,
+        },
+        immutable,
+        max_identity_retries: args.update_user_msi_max_retry,
+        concurrency: usize::try_from(args.create_delete_batch).unwrap_or(20).max(1),
+    };
+    info!(identity, force_namespaced = args.force_namespaced, arm = %cloud.resource_manager, "Starting the controller");
+    let running = start(kube, arm, config);
+    admin::serve(
+        admin::app(running.readiness.clone(), running.health(), running.registry.clone()),
+        &[args.probe_port, args.prometheus_port],
+    )
+    .await
+    .context("cannot listen on the admin ports (--http-probe-port, --prometheus-port)")?;
+    let mut leader = running.leader.clone();
+    let mut led = false;
+    loop {
+        tokio::select! {
+            () = podid_runtime::shutdown_signal() => break,
+            r = leader.changed() => {
+                if r.is_err() { break; }
+                let now = *leader.borrow();
+                if led && !now {
+                    // Upstream exits too: a fresh process starts with clean state.
+                    anyhow::bail!("lost leader lease");
+                }
+                led = now;
+            }
+        }
+    }
+    info!("Shutting down");
+    Ok(())
+}
