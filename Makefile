@@ -28,7 +28,7 @@ test-rust:
 
 test-python:
 	@if [ -d crates/emulator/tests/python ]; then \
-	  $(CARGO) build -p podid-emulator --bin podid-emulator && \
+	  $(CARGO) build --workspace --all-targets && \
 	  $(VENV)/bin/python -m pytest -q crates/emulator/tests/python; \
 	fi
 

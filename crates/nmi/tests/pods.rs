@@ -128,11 +128,20 @@ async fn wait_ready(admin_port: u16) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn real_sdks_in_pods_get_tokens_only_for_their_bound_identity() {
-    if !root_or_explicit_skip("real_sdks_in_pods_get_tokens_only_for_their_bound_identity") {
-        return;
-    }
+/// A cluster namespace, the emulator (with `podid-app` on the scale set), two pods on one node
+/// (`bound` labelled `app`, `other` labelled `none`) and the agent serving them.
+struct Setup {
+    client: kube::Client,
+    ns: String,
+    node: String,
+    bound: Netns,
+    other: Netns,
+    emulator: podid_emulator::RunningEmulator,
+    _bridge: Bridge,
+    agent: Option<Agent>,
+}
+
+async fn setup(mode_args: &[&str]) -> Setup {
     let cluster = TestCluster::shared().await.unwrap();
     let client = cluster.client().unwrap();
     let ns = cluster.namespace("nmi-sdks").await.unwrap();
@@ -174,7 +183,8 @@ async fn real_sdks_in_pods_get_tokens_only_for_their_bound_identity() {
     let imds_port = imds.rsplit(':').next().unwrap().trim_end_matches('/').to_string();
     let agent = Agent(
         Command::new(env!("CARGO_BIN_EXE_podid-nmi"))
-            .args(["--node", &node, "--operation-mode", "managed", "--forceNamespaced"])
+            .args(["--node", &node])
+            .args(mode_args)
             .args(["--nmi-listen-address", &bridge.agent_ip(), "--nmi-port", &agent_port.to_string()])
             .args(["--iptables=false", "--kubelet-config", "/nonexistent", "--identity-not-found-status=400"])
             .args(["--imds-endpoint", &imds, "--metadata-ip", "127.0.0.1", "--metadata-port", &imds_port])
@@ -184,36 +194,100 @@ async fn real_sdks_in_pods_get_tokens_only_for_their_bound_identity() {
                 "--prometheus-port",
                 &admin_port.to_string(),
             ])
+            .args([
+                "--retry-attempts-for-created",
+                "2",
+                "--retry-attempts-for-assigned",
+                "1",
+                "--find-identity-retry-interval",
+                "1",
+            ])
             .env("KUBECONFIG", cluster.kubeconfig_path())
             .env("RUST_LOG", "podid=debug,podid_nmi=debug")
             .spawn()
             .unwrap(),
     );
     wait_ready(admin_port).await;
+    Setup { client, ns, node, bound, other, emulator, _bridge: bridge, agent: Some(agent) }
+}
 
-    let (ok, out) = python_token(&bound, APP_CLIENT);
+#[tokio::test(flavor = "multi_thread")]
+async fn real_sdks_in_pods_get_tokens_only_for_their_bound_identity() {
+    if !root_or_explicit_skip("real_sdks_in_pods_get_tokens_only_for_their_bound_identity") {
+        return;
+    }
+    let mut s = setup(&["--operation-mode", "managed", "--forceNamespaced"]).await;
+    let (bound, other) = (&s.bound, &s.other);
+
+    let (ok, out) = python_token(bound, APP_CLIENT);
     assert!(ok && out.starts_with("token "), "python, bound identity: {out}");
-    let (ok, out) = rust_token(&bound, APP_CLIENT);
+    let (ok, out) = rust_token(bound, APP_CLIENT);
     assert!(ok && out.starts_with("token "), "rust, bound identity: {out}");
 
-    let (ok, out) = python_token(&bound, RESTRICTED_CLIENT);
+    let (ok, out) = python_token(bound, RESTRICTED_CLIENT);
     assert!(!ok && out.contains("authentication unavailable"), "python, identity not bound: {out}");
-    let raw = fetch(&bound, &format!("{TOKEN_URL}&client_id={RESTRICTED_CLIENT}"));
+    let raw = fetch(bound, &format!("{TOKEN_URL}&client_id={RESTRICTED_CLIENT}"));
     assert!(
         raw.as_ref().is_err_and(|e| e.starts_with("400") && e.contains("no azure identity found")),
         "{raw:?}"
     );
-    let (ok, out) = rust_token(&bound, RESTRICTED_CLIENT);
+    let (ok, out) = rust_token(bound, RESTRICTED_CLIENT);
     assert!(!ok && out.contains("error"), "rust, identity not bound: {out}");
-    let (ok, out) = python_token(&other, APP_CLIENT);
+    let (ok, out) = python_token(other, APP_CLIENT);
     assert!(!ok && out.contains("authentication unavailable"), "python, pod without binding: {out}");
-    let raw = fetch(&other, &format!("{TOKEN_URL}&client_id={APP_CLIENT}"));
+    let raw = fetch(other, &format!("{TOKEN_URL}&client_id={APP_CLIENT}"));
     assert!(
         raw.as_ref().is_err_and(|e| e.starts_with("400") && e.contains("no azure identity found")),
         "{raw:?}"
     );
-    let (ok, out) = rust_token(&other, APP_CLIENT);
+    let (ok, out) = rust_token(other, APP_CLIENT);
     assert!(!ok, "rust, pod without binding: {out}");
-    drop(agent);
-    emulator.shutdown().await;
+    s.agent.take();
+    s.emulator.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn standard_mode_serves_the_assignment_the_controller_wrote_once_assigned() {
+    if !root_or_explicit_skip("standard_mode_serves_the_assignment_the_controller_wrote_once_assigned") {
+        return;
+    }
+    let mut s = setup(&[]).await;
+    let raw = fetch(&s.bound, &format!("{TOKEN_URL}&client_id={APP_CLIENT}"));
+    assert!(
+        raw.as_ref().is_err_and(|e| e.starts_with("400") && e.contains("in CREATED state failed")),
+        "no assignment yet: {raw:?}"
+    );
+
+    // Write the assigned identity as the controller does (state Created), then mark it Assigned.
+    let pod = podid_core::PodView::from_pod(
+        &Api::<podid_api::Pod>::namespaced(s.client.clone(), &s.ns).get("bound").await.unwrap(),
+    );
+    let identity = Api::<AzureIdentity>::namespaced(s.client.clone(), &s.ns).get("app-id").await.unwrap();
+    let binding =
+        Api::<AzureIdentityBinding>::namespaced(s.client.clone(), &s.ns).get("app-binding").await.unwrap();
+    let desired = podid_core::matching::desired(&[pod], &[binding], &[identity], Default::default());
+    let mut aai = desired.assignments.values().next().unwrap().to_object(false);
+    assert_eq!(aai.spec.node_name, s.node);
+    let aais = Api::<podid_api::AzureAssignedIdentity>::namespaced(
+        s.client.clone(),
+        aai.metadata.namespace.as_deref().unwrap(),
+    );
+    let created = aais.create(&PostParams::default(), &aai).await.unwrap();
+    let bound = s.bound.name.clone();
+    let waiter = std::thread::spawn(move || {
+        let ns = Netns::existing(&bound);
+        python_token(&ns, APP_CLIENT)
+    });
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    aai.metadata = created.metadata;
+    aai.status.as_mut().unwrap().status = "Assigned".into();
+    aais.replace(aai.metadata.name.as_deref().unwrap(), &PostParams::default(), &aai).await.unwrap();
+    let (ok, out) = waiter.join().unwrap();
+    assert!(ok && out.starts_with("token "), "python, waiting request served once Assigned: {out}");
+    let (ok, out) = rust_token(&s.bound, APP_CLIENT);
+    assert!(ok && out.starts_with("token "), "rust: {out}");
+    let raw = fetch(&s.other, &format!("{TOKEN_URL}&client_id={APP_CLIENT}"));
+    assert!(raw.is_err(), "the other pod has no assignment: {raw:?}");
+    s.agent.take();
+    s.emulator.shutdown().await;
 }

@@ -62,6 +62,11 @@ impl Netns {
         ns
     }
 
+    /// A handle on a namespace created elsewhere (not deleted on drop).
+    pub fn existing(name: &str) -> std::mem::ManuallyDrop<Self> {
+        std::mem::ManuallyDrop::new(Self { name: name.to_string(), children: Mutex::new(Vec::new()) })
+    }
+
     fn command(&self, args: &[&str]) -> Command {
         let mut c = Command::new("ip");
         c.args(["netns", "exec", &self.name]).args(args);
