@@ -1,0 +1,236 @@
+//! The command line: one clap-derive tree, `///` comments as help text, `env =` for deploy-time
+//! settings.
+//!
+//! ```text
+//!  podid [--kubeconfig F] identity  add | delete | list
+//!                         exception add | update | delete | list
+//!                         explain   pod NS/NAME | identity NS/NAME
+//! ```
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Manage Azure AD pod identities and explain which identity a pod gets.
+#[derive(Debug, Parser)]
+#[command(name = "podid", version, about)]
+pub struct Cli {
+    /// Kubeconfig file (default: $KUBECONFIG, ~/.kube/config, or in-cluster).
+    #[arg(long, global = true)]
+    pub kubeconfig: Option<PathBuf>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Top-level commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Pod identities: an AzureIdentity and its AzureIdentityBinding.
+    #[command(subcommand)]
+    Identity(IdentityCommand),
+    /// AzurePodIdentityExceptions: pods that reach IMDS directly.
+    #[command(subcommand)]
+    Exception(ExceptionCommand),
+    /// Explain, step by step, which identity a pod gets (or who uses an identity).
+    #[command(subcommand)]
+    Explain(ExplainCommand),
+}
+
+/// `podid identity …`.
+#[derive(Debug, Subcommand)]
+pub enum IdentityCommand {
+    /// Create an AzureIdentity (user-assigned) and its binding `<name>-binding`.
+    Add(Box<IdentityAdd>),
+    /// Delete an AzureIdentity and its binding `<name>-binding`.
+    Delete(ObjectRef),
+    /// List pod identities with their bindings.
+    List(ListArgs),
+}
+
+/// `podid exception …`.
+#[derive(Debug, Subcommand)]
+pub enum ExceptionCommand {
+    /// Create an AzurePodIdentityException.
+    Add(ExceptionArgs),
+    /// Replace the pod labels of an existing AzurePodIdentityException.
+    Update(ExceptionArgs),
+    /// Delete an AzurePodIdentityException.
+    Delete(ObjectRef),
+    /// List AzurePodIdentityExceptions.
+    List(ListArgs),
+}
+
+/// `podid explain …`.
+#[derive(Debug, Subcommand)]
+pub enum ExplainCommand {
+    /// Which identity pod NS/NAME gets, or exactly why it gets none.
+    Pod(ExplainPod),
+    /// Who uses identity NS/NAME: bindings, selected pods, assignments.
+    Identity(ExplainIdentity),
+}
+
+/// A namespaced object.
+#[derive(Debug, Clone, Args)]
+pub struct ObjectRef {
+    /// Namespace.
+    #[arg(long, short = 'n')]
+    pub namespace: String,
+    /// Object name (an RFC 1123 DNS subdomain).
+    #[arg(long)]
+    pub name: String,
+}
+
+/// `podid identity add`.
+#[derive(Debug, Clone, Args)]
+pub struct IdentityAdd {
+    #[command(flatten)]
+    pub object: ObjectRef,
+    /// ARM id of the user-assigned identity:
+    /// /subscriptions/<sub>/resourcegroups/<rg>/providers/Microsoft.ManagedIdentity/userAssignedIdentities/<name>.
+    #[arg(long)]
+    pub identity_resource_id: String,
+    /// Value of the pods' `aadpodidbinding` label (default: the identity's name).
+    #[arg(long)]
+    pub binding_selector: Option<String>,
+    /// The identity's client id; when absent it is read from ARM.
+    #[arg(long)]
+    pub client_id: Option<String>,
+    /// Object id of the cluster's identity: grant it (or check it has) Managed Identity Operator
+    /// on this identity, which the controller needs to assign it.
+    #[arg(long)]
+    pub cluster_identity_object_id: Option<String>,
+    /// Most pod identities the cluster may hold (the AKS add-on allows 200).
+    #[arg(long, env = "PODID_MAX_IDENTITIES", default_value_t = 200)]
+    pub max_identities: usize,
+    #[command(flatten)]
+    pub azure: AzureArgs,
+}
+
+/// How to reach ARM.
+#[derive(Debug, Clone, Args)]
+pub struct AzureArgs {
+    /// ARM endpoint (default: the public cloud's).
+    #[arg(long, env = "PODID_ARM_ENDPOINT")]
+    pub arm_endpoint: Option<url::Url>,
+    /// Entra ID authority host (default: https://login.microsoftonline.com/).
+    #[arg(long, env = "PODID_AAD_AUTHORITY")]
+    pub aad_authority: Option<url::Url>,
+    /// Extra CA certificates (PEM) trusted for ARM and Entra ID.
+    #[arg(long = "trusted-ca-file", env = "PODID_TRUSTED_CA_FILE")]
+    pub trusted_ca_files: Vec<PathBuf>,
+    /// Tenant of the service principal used for ARM.
+    #[arg(long, env = "AZURE_TENANT_ID")]
+    pub tenant_id: Option<String>,
+    /// Client id of the service principal used for ARM.
+    #[arg(long = "azure-client-id", env = "AZURE_CLIENT_ID")]
+    pub azure_client_id: Option<String>,
+    /// Client secret of the service principal used for ARM.
+    #[arg(long = "azure-client-secret", env = "AZURE_CLIENT_SECRET", hide_env_values = true)]
+    pub azure_client_secret: Option<String>,
+    /// Subscription of the role definitions (default: the identity's subscription).
+    #[arg(long, env = "AZURE_SUBSCRIPTION_ID")]
+    pub subscription_id: Option<String>,
+}
+
+/// `podid exception add|update`.
+#[derive(Debug, Clone, Args)]
+pub struct ExceptionArgs {
+    #[command(flatten)]
+    pub object: ObjectRef,
+    /// Pod labels, `k=v,k2=v2`: a pod of the namespace with any one of them is excepted.
+    #[arg(long)]
+    pub pod_labels: String,
+    /// Most exceptions the cluster may hold (the AKS add-on allows 200).
+    #[arg(long, env = "PODID_MAX_EXCEPTIONS", default_value_t = 200)]
+    pub max_exceptions: usize,
+}
+
+/// `… list`.
+#[derive(Debug, Clone, Args)]
+pub struct ListArgs {
+    /// Namespace (default: `default`).
+    #[arg(long, short = 'n', conflicts_with = "all_namespaces")]
+    pub namespace: Option<String>,
+    /// Every namespace.
+    #[arg(long, short = 'A')]
+    pub all_namespaces: bool,
+    /// Output format.
+    #[arg(long, short = 'o', value_enum, default_value_t = Format::Table)]
+    pub output: Format,
+}
+
+/// `podid explain pod`.
+#[derive(Debug, Clone, Args)]
+pub struct ExplainPod {
+    /// The pod, `NAMESPACE/NAME`.
+    pub pod: String,
+    /// The agent's operation mode.
+    #[arg(long, value_enum, default_value_t = Mode::Standard)]
+    pub mode: Mode,
+    /// Pod, binding and identity must share a namespace (`--forceNamespaced`).
+    #[arg(long, env = "FORCENAMESPACED")]
+    pub force_namespaced: bool,
+    /// Namespace of the controller's own pods (`--MICNamespace`).
+    #[arg(long, default_value = "default")]
+    pub mic_namespace: String,
+    /// Output format.
+    #[arg(long, short = 'o', value_enum, default_value_t = TextFormat::Text)]
+    pub output: TextFormat,
+}
+
+/// `podid explain identity`.
+#[derive(Debug, Clone, Args)]
+pub struct ExplainIdentity {
+    /// The identity, `NAMESPACE/NAME`.
+    pub identity: String,
+    /// Pod, binding and identity must share a namespace (`--forceNamespaced`).
+    #[arg(long, env = "FORCENAMESPACED")]
+    pub force_namespaced: bool,
+    /// Output format.
+    #[arg(long, short = 'o', value_enum, default_value_t = TextFormat::Text)]
+    pub output: TextFormat,
+}
+
+/// Output of `list`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Table,
+    Json,
+    Yaml,
+}
+
+/// Output of `explain`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TextFormat {
+    Text,
+    Json,
+}
+
+/// The node agent's operation mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Mode {
+    /// The controller assigns identities; the agent serves `Assigned` assignments.
+    Standard,
+    /// The agent alone, from bindings of the pod's namespace.
+    Managed,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    use super::*;
+
+    #[test]
+    fn the_command_tree_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn list_namespace_and_all_namespaces_conflict() {
+        assert!(Cli::try_parse_from(["podid", "identity", "list", "-n", "a", "-A"]).is_err());
+        let cli = Cli::try_parse_from(["podid", "exception", "list", "-A", "-o", "yaml"]).unwrap();
+        let Command::Exception(ExceptionCommand::List(l)) = cli.command else { panic!("{cli:?}") };
+        assert!(l.all_namespaces && l.output == Format::Yaml);
+    }
+}

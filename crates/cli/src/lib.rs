@@ -1,0 +1,60 @@
+//! The `podid` command as a library: [`run`] takes parsed arguments, a Kubernetes client and an
+//! output, so tests drive it in process against a real API server.
+//!
+//! ```text
+//!  Cli ─▶ run ─┬─ identity  add/delete/list  (AzureIdentity + AzureIdentityBinding; ARM lookups)
+//!              ├─ exception add/update/delete/list
+//!              └─ explain   pod/identity     (podid-core's decisions, step by step)
+//! ```
+#![forbid(unsafe_code)]
+
+pub mod args;
+mod azure;
+mod error;
+mod exception;
+mod explain;
+mod identity;
+mod kube_util;
+mod output;
+
+use std::io::Write;
+use std::process::ExitCode;
+
+pub use args::Cli;
+pub use error::{Error, Result};
+
+use args::{Command, ExceptionCommand, ExplainCommand, IdentityCommand};
+
+/// Runs one command. `Ok` carries the exit code (non-zero when the command did its main work but
+/// could not do everything, e.g. grant a role); `Err` is a failure with one line to print.
+pub async fn run(cli: Cli, client: kube::Client, out: &mut impl Write) -> Result<ExitCode> {
+    let Cli { kubeconfig: _, command } = cli;
+    match command {
+        Command::Identity(IdentityCommand::Add(a)) => identity::add(&client, *a, out).await,
+        Command::Identity(IdentityCommand::Delete(o)) => identity::delete(&client, &o, out).await,
+        Command::Identity(IdentityCommand::List(l)) => identity::list(&client, &l, out).await,
+        Command::Exception(ExceptionCommand::Add(a)) => exception::add(&client, &a, out).await,
+        Command::Exception(ExceptionCommand::Update(a)) => exception::update(&client, &a, out).await,
+        Command::Exception(ExceptionCommand::Delete(o)) => exception::delete(&client, &o, out).await,
+        Command::Exception(ExceptionCommand::List(l)) => exception::list(&client, &l, out).await,
+        Command::Explain(ExplainCommand::Pod(p)) => explain::pod(&client, &p, out).await,
+        Command::Explain(ExplainCommand::Identity(i)) => explain::identity(&client, &i, out).await,
+    }
+}
+
+/// A Kubernetes client from `--kubeconfig`, else `$KUBECONFIG`/`~/.kube/config`/in-cluster.
+pub async fn kube_client(kubeconfig: Option<&std::path::Path>) -> Result<kube::Client> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let file = kube::config::Kubeconfig::read_from(path)
+                .map_err(|e| Error::Usage(format!("cannot read kubeconfig {}: {e}", path.display())))?;
+            kube::Config::from_custom_kubeconfig(file, &Default::default())
+                .await
+                .map_err(|e| Error::Usage(format!("kubeconfig {} is unusable: {e}", path.display())))?
+        }
+        None => kube::Config::infer().await.map_err(|e| {
+            Error::Usage(format!("no Kubernetes configuration found (pass --kubeconfig): {e}"))
+        })?,
+    };
+    kube::Client::try_from(config).map_err(|e| Error::Usage(format!("cannot build a Kubernetes client: {e}")))
+}

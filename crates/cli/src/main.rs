@@ -1,0 +1,25 @@
+//! `podid`: parses the command line, builds the Kubernetes client, runs the command, and prints a
+//! failure as one line on stderr with exit code 1.
+use std::process::ExitCode;
+
+use clap::Parser;
+use podid_cli::{Cli, kube_client, run};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match go(cli).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn go(cli: Cli) -> anyhow::Result<ExitCode> {
+    podid_azure::install_crypto_provider();
+    let client = kube_client(cli.kubeconfig.as_deref()).await?;
+    let mut stdout = std::io::stdout().lock();
+    Ok(run(cli, client, &mut stdout).await?)
+}
