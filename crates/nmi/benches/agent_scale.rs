@@ -53,14 +53,14 @@ impl Drop for Agent {
     }
 }
 
-/// One GET from `from`; returns (status, latency).
+/// One GET from `from`; returns (status, latency); a connection error counts as status 0.
 async fn get(from: IpAddr, url: &str) -> (u16, Duration) {
     let mut http = HttpConnector::new();
     http.set_local_address(Some(from));
     let client: Client<_, Body> = Client::builder(TokioExecutor::new()).build(http);
     let req = http::Request::get(url).header("Metadata", "true").body(Body::empty()).unwrap();
     let t = Instant::now();
-    let resp = client.request(req).await.unwrap();
+    let Ok(resp) = client.request(req).await else { return (0, t.elapsed()) };
     let status = resp.status().as_u16();
     let _ = resp.into_body().collect().await;
     (status, t.elapsed())

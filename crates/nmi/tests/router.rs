@@ -296,3 +296,33 @@ async fn not_found_can_be_answered_as_imds_does_with_400_json() {
     assert_eq!(v["error"], "invalid_request");
     assert!(v["error_description"].as_str().unwrap().starts_with("no azure identity found"));
 }
+
+#[tokio::test]
+async fn identity_usable_again_is_prefetched_and_unbound_identity_is_evicted() {
+    let agent = Agent::standard();
+    tokio::spawn(podid_nmi::prefetch::run(agent.state.clone()));
+    agent.bind_pod("app", "web", POD_IP, "id1", AssignedState::Assigned);
+    assert_eq!(agent.token(POD_IP, "resource=r1").await.status, StatusCode::OK);
+    assert_eq!(agent.provider.calls(), 1);
+    assert_eq!(agent.state.cache.len(), 1);
+
+    // The assignment goes back to Created (say, re-assigned after an identity update): the token
+    // is dropped at once.
+    agent.set_state("app", "web", "id1", AssignedState::Created);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    while !agent.state.cache.is_empty() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(agent.state.cache.is_empty(), "tokens of an identity no pod may use are evicted");
+
+    // Usable again: fetched for the resource asked before, without waiting for a request.
+    agent.set_state("app", "web", "id1", AssignedState::Assigned);
+    while agent.provider.calls() < 2 && tokio::time::Instant::now() < deadline + Duration::from_secs(2) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(agent.provider.calls(), 2, "prefetched");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let resp = agent.token(POD_IP, "resource=r1").await;
+    assert_eq!(resp.status, StatusCode::OK);
+    assert_eq!(agent.provider.calls(), 2, "the first request after prefetch is a cache hit");
+}

@@ -225,3 +225,27 @@ async fn more_than_150_identities_go_out_in_two_patches() {
     assert_eq!(env.patches().len(), 2, "ARM takes at most 150 identities per PATCH");
     assert_eq!(env.on_vmss().len(), N + 1, "all of them, plus the agent pool identity");
 }
+
+#[tokio::test]
+async fn forty_pods_are_all_assigned_well_within_upstreams_budget() {
+    // Upstream's e2e budget: the assigned identities of 40 pods created *and* validated in 150 s.
+    let env = Env::new("assign-forty").await;
+    let _mic = env.mic(MicOptions::default());
+    let nodes = [env.node(0).await, env.node(1).await];
+    env.identity("app-id", APP_IDENTITY).await;
+    env.binding("app-binding", "app-id", "app").await;
+    let started = std::time::Instant::now();
+    let pods: Vec<(String, &String)> = (0..40).map(|i| (format!("web-{i}"), &nodes[i % 2])).collect();
+    futures::future::join_all(pods.iter().map(|(name, node)| env.pod(name, node, "app"))).await;
+    let names: Vec<String> = (0..40).map(|i| aai_name(&format!("web-{i}"), &env.ns, "app-id")).collect();
+    let want: Vec<(&str, podid_api::AssignedState)> = names.iter().map(|n| (n.as_str(), Assigned)).collect();
+    env.wait_states(&want).await;
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(150), "40 pods took {took:?}");
+    assert!(env.has(APP_IDENTITY));
+    assert!(
+        env.patches().len() <= 2,
+        "one identity on one scale set needs one update (allowing a second wave): {}",
+        env.patches().len()
+    );
+}
