@@ -86,7 +86,6 @@ impl TokenCache {
         source: &TokenSource,
         resource: &str,
     ) -> Result<(Arc<TokenSet>, CacheStatus), TokenError> {
-        self.remember(source, resource);
         let key = (source.clone(), resource.to_string());
         let (fetch, status) = {
             let now = self.now();
@@ -103,6 +102,8 @@ impl TokenCache {
             match &slot.loading {
                 Some(f) => (f.clone(), CacheStatus::Joined),
                 None => {
+                    // Remembered for prefetch on the miss: every later hit was preceded by one.
+                    self.remember(source, resource);
                     let f = start(&self.inner, key);
                     slot.loading = Some(f.clone());
                     (f, CacheStatus::Miss)
