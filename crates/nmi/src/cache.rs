@@ -4,7 +4,7 @@
 //!
 //! The cache does not decide who may have a token: the pod-to-identity check runs on every
 //! request before the cache is consulted.
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 
 use futures::FutureExt;
@@ -145,17 +145,6 @@ impl TokenCache {
         let before = slots.len();
         slots.retain(|(s, _), _| s != source);
         before - slots.len()
-    }
-
-    /// Sources that currently have a cached token.
-    pub fn cached_sources(&self) -> BTreeSet<TokenSource> {
-        self.inner
-            .slots
-            .lock()
-            .iter()
-            .filter(|(_, s)| s.ready.is_some())
-            .map(|((src, _), _)| src.clone())
-            .collect()
     }
 
     /// Number of cached tokens.

@@ -122,10 +122,6 @@ impl NodeIndex {
         self.pods.values()
     }
 
-    pub fn pod_count(&self) -> usize {
-        self.pods.len()
-    }
-
     // === assigned identities ===
 
     pub fn apply_assigned(&mut self, aai: AzureAssignedIdentity) {
