@@ -1,22 +1,26 @@
 # One entry point for building, checking and testing podid. CI runs `make ci`.
 #
-#   make sandbox   start the local sandbox (installs its prerequisites first)
+#   make sandbox   the whole walkthrough locally: podid sandbox (ARGS="--mode managed --keep")
 #   make test      install test prerequisites, then run every test
 #   make check     formatting and lints, warnings denied
-#   make ci        check + test (what .ci/run calls)
+#   make ci        check + test + fuzz-ci (what .ci/run calls)
 #   make crds      regenerate deploy/crds from the Rust types
+#   make deploy    regenerate the kustomize tree under deploy/ from `podid install`
+#   make bench     the benchmark suite (docs/benchmarks.md; ARGS=--quick for a smoke run)
+#   make fuzz      every cargo-fuzz target for FUZZ_SECS seconds (default 60; docs/fuzzing.md)
 
 SHELL := /bin/bash
 CARGO ?= cargo
 VENV ?= .venv
 
-.PHONY: sandbox test test-deps test-rust test-python check fmt clippy ci crds build bench
+.PHONY: sandbox test test-deps test-rust test-python check fmt clippy ci crds deploy build bench fuzz fuzz-ci
 
 build:
 	$(CARGO) build --workspace --all-targets
 
 sandbox: test-deps
-	$(CARGO) run -p podid-testkit --bin podid-cluster -- $(ARGS)
+	$(CARGO) build --workspace --bins
+	target/debug/podid sandbox $(ARGS)
 
 test-deps:
 	scripts/test-deps.sh
@@ -24,6 +28,8 @@ test-deps:
 test: test-deps test-rust test-python
 
 test-rust:
+	# The sandbox test runs podid-mic, podid-nmi and podid-demo next to podid: build them first.
+	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace --no-fail-fast
 
 test-python:
@@ -40,10 +46,23 @@ fmt:
 clippy:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-ci: check test
+ci: check test fuzz-ci
 
 crds:
 	$(CARGO) run -q -p podid-api --example crdgen > deploy/crds/aadpodidentity.k8s.io.yaml
 
+deploy: crds
+	$(CARGO) run -q -p podid-cli --example deploygen -- deploy
+
+FUZZ_SECS ?= 60
+fuzz:
+	FUZZ_SECS=$(FUZZ_SECS) fuzz/run.sh
+
+# The bounded run CI does: 20 s per target.
+fuzz-ci: test-deps
+	FUZZ_SECS=20 fuzz/run.sh
+
+# The benchmark suite: every bench side by side, writes docs/benchmarks.md and docs/img/*.svg.
+# `make bench ARGS=--quick` is a smoke run (report under target/bench/). Soak: docs/soak.md.
 bench:
-	@echo "benchmarks: see docs/benchmarks.md"
+	$(CARGO) run --release -q -p podid-bench -- run $(ARGS)

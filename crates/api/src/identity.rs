@@ -158,4 +158,41 @@ impl AzureIdentity {
             .and_then(|a| a.get(crate::BEHAVIOR_ANNOTATION))
             .is_some_and(|v| v == crate::BEHAVIOR_NAMESPACED)
     }
+
+    /// True when the `podid.io/federated: "true"` annotation is present (case-insensitive value):
+    /// the agent obtains this identity's tokens through workload identity federation.
+    pub fn is_federated(&self) -> bool {
+        is_federated(self)
+    }
+}
+
+/// Whether `identity` carries [`crate::FEDERATED_ANNOTATION`] with the value `true`.
+pub fn is_federated(identity: &AzureIdentity) -> bool {
+    identity
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(crate::FEDERATED_ANNOTATION))
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn annotated(value: Option<&str>) -> AzureIdentity {
+        let mut i = AzureIdentity::new("id", AzureIdentitySpec::default());
+        i.metadata.annotations =
+            value.map(|v| [(crate::FEDERATED_ANNOTATION.to_string(), v.to_string())].into_iter().collect());
+        i
+    }
+
+    #[test]
+    fn federated_annotation_is_true_only_when_its_value_is_true() {
+        assert!(annotated(Some("true")).is_federated());
+        assert!(annotated(Some("True")).is_federated());
+        assert!(!annotated(Some("false")).is_federated());
+        assert!(!annotated(Some("")).is_federated());
+        assert!(!annotated(None).is_federated());
+    }
 }

@@ -35,7 +35,8 @@ pub use exception::{
     AzurePodIdentityException, AzurePodIdentityExceptionSpec, AzurePodIdentityExceptionStatus,
 };
 pub use identity::{
-    AzureIdentity, AzureIdentitySpec, AzureIdentityStatus, IdentityKind, SecretReference, UnknownIdentityType,
+    AzureIdentity, AzureIdentitySpec, AzureIdentityStatus, IdentityKind, SecretReference,
+    UnknownIdentityType, is_federated,
 };
 
 /// kube's object traits, re-exported for crates that must not depend on kube's client.
@@ -69,3 +70,9 @@ pub const DEFAULT_AAI_NAMESPACE: &str = "default";
 /// Annotation podid adds to an assigned identity whose user-assigned identity was already on the
 /// scale set or VM before podid needed it: podid will never remove such an identity.
 pub const PREEXISTING_ANNOTATION: &str = "podid.io/identity-preexisting";
+/// Annotation on an `AzureIdentity` (value `"true"`): the node agent obtains its tokens through
+/// workload identity federation (a TokenRequest for the calling pod's own service account,
+/// exchanged at Entra ID) instead of the node's IMDS; the controller ignores such identities.
+pub const FEDERATED_ANNOTATION: &str = "podid.io/federated";
+/// Audience of the service-account tokens the agent exchanges at Entra ID in federated mode.
+pub const TOKEN_EXCHANGE_AUDIENCE: &str = "api://AzureADTokenExchange";

@@ -69,6 +69,8 @@ pub struct ImdsOptions {
     pub timeout: Option<Duration>,
     /// `User-Agent` header.
     pub user_agent: String,
+    /// Local address to connect from (a process standing in for a pod on loopback); `None`: any.
+    pub local_address: Option<std::net::IpAddr>,
 }
 
 impl Default for ImdsOptions {
@@ -78,6 +80,7 @@ impl Default for ImdsOptions {
             retry_delays: vec![Duration::from_millis(500), Duration::from_secs(1), Duration::from_secs(2)],
             timeout: Some(Duration::from_secs(10)),
             user_agent: default_user_agent(),
+            local_address: None,
         }
     }
 }
@@ -117,6 +120,9 @@ impl ImdsClient {
             .redirect(reqwest::redirect::Policy::none());
         if let Some(t) = options.timeout {
             builder = builder.timeout(t);
+        }
+        if let Some(address) = options.local_address {
+            builder = builder.local_address(address);
         }
         let http = builder.build().map_err(|e| HttpError::Build(e.to_string()))?;
         let mut token_url = options.endpoint.clone();

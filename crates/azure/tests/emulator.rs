@@ -398,6 +398,10 @@ async fn cli_calls_identity_federation_roles_and_vm_listing() {
         .unwrap();
     assert_eq!((fic.name.as_str(), fic.subject.as_str()), ("podid-fic", "system:serviceaccount:ns:sa"));
     assert_eq!(fic.audiences, audiences);
+    let listed = arm.list_federated_credentials(&sub, &info.resource_group, APP_IDENTITY).await.unwrap();
+    assert_eq!(listed, vec![fic.clone()], "the list returns what the PUT wrote");
+    let missing = arm.list_federated_credentials(&sub, &info.resource_group, "nope").await.unwrap_err();
+    assert!(missing.is_not_found(), "{missing}");
 
     let scope = format!("/subscriptions/{sub}/resourceGroups/{}", info.resource_group);
     let role = podid_azure::arm::role_definition_id(&sub, podid_azure::arm::builtin_roles::READER);

@@ -34,6 +34,65 @@ pub enum Command {
     /// Explain, step by step, which identity a pod gets (or who uses an identity).
     #[command(subcommand)]
     Explain(ExplainCommand),
+    /// Print (or apply) the manifests that deploy podid: CRDs, RBAC, controller, agent, exceptions.
+    Install(InstallArgs),
+    /// Remove podid: bindings and identities first (the controller cleans the scale sets), then
+    /// the components, exceptions, RBAC and CRDs.
+    Uninstall(UninstallArgs),
+    /// Run the whole walkthrough locally: a real kube-apiserver, the Azure emulator, podid's
+    /// controller and agents, and the demo app as a pod; every step verified and timed.
+    Sandbox(crate::sandbox::SandboxArgs),
+    /// (internal) TCP forwarders inside a sandbox network namespace: LISTEN=TARGET ….
+    #[command(hide = true)]
+    SandboxForward {
+        /// `LISTEN=TARGET` socket address pairs.
+        pairs: Vec<String>,
+    },
+}
+
+/// `podid install`.
+#[derive(Debug, Clone, Args)]
+pub struct InstallArgs {
+    /// Operation mode: `standard` (controller + agent), `managed` or `federated` (agent only).
+    #[arg(long, value_enum, default_value_t = crate::install::Mode::Standard)]
+    pub mode: crate::install::Mode,
+    /// The cluster uses kubenet: let the agent start and render the NET_RAW drop policy.
+    #[arg(long)]
+    pub allow_kubenet: bool,
+    /// Namespace of the controller and the agent.
+    #[arg(long, short = 'n', default_value = "kube-system")]
+    pub namespace: String,
+    /// Image registry and repository prefix (images `<registry>/podid-mic|podid-nmi:<tag>`).
+    #[arg(long, default_value = crate::install::DEFAULT_REGISTRY)]
+    pub image_registry: String,
+    /// Image tag.
+    #[arg(long, default_value = crate::install::DEFAULT_TAG)]
+    pub tag: String,
+    /// Entra tenant of federated identities without `tenantID` (default: the nodes' azure.json).
+    #[arg(long)]
+    pub tenant_id: Option<String>,
+    /// Standard/managed mode: let the agent federate identities annotated `podid.io/federated: "true"`
+    /// (grants it `create` on `serviceaccounts/token`; implied by `--mode federated`).
+    #[arg(long)]
+    pub federated_identities: bool,
+    /// Apply the manifests server-side instead of printing them.
+    #[arg(long)]
+    pub apply: bool,
+}
+
+/// `podid uninstall`.
+#[derive(Debug, Clone, Args)]
+pub struct UninstallArgs {
+    /// Namespace podid was installed in.
+    #[arg(long, short = 'n', default_value = "kube-system")]
+    pub namespace: String,
+    /// Wait until every object is gone (finalizers included).
+    #[arg(long)]
+    pub wait: bool,
+    /// Seconds to wait for the controller to remove assigned identities (and, with --wait, for
+    /// everything to be gone).
+    #[arg(long, default_value_t = 300)]
+    pub timeout_secs: u64,
 }
 
 /// `podid identity …`.
@@ -64,7 +123,7 @@ pub enum ExceptionCommand {
 #[derive(Debug, Subcommand)]
 pub enum ExplainCommand {
     /// Which identity pod NS/NAME gets, or exactly why it gets none.
-    Pod(ExplainPod),
+    Pod(Box<ExplainPod>),
     /// Who uses identity NS/NAME: bindings, selected pods, assignments.
     Identity(ExplainIdentity),
 }
@@ -102,6 +161,17 @@ pub struct IdentityAdd {
     /// Most pod identities the cluster may hold (the AKS add-on allows 200).
     #[arg(long, env = "PODID_MAX_IDENTITIES", default_value_t = 200)]
     pub max_identities: usize,
+    /// Federated identity (docs/federated.md): annotate it `podid.io/federated: "true"` and create
+    /// the federated identity credential for --service-account through ARM; no role grant.
+    #[arg(long)]
+    pub federated: bool,
+    /// With --federated: the service account (of the identity's namespace) the pods run as.
+    #[arg(long, default_value = "default", requires = "federated")]
+    pub service_account: String,
+    /// With --federated: the cluster's service-account issuer (default: the API server's
+    /// /.well-known/openid-configuration).
+    #[arg(long, requires = "federated")]
+    pub issuer: Option<String>,
     #[command(flatten)]
     pub azure: AzureArgs,
 }
@@ -173,9 +243,16 @@ pub struct ExplainPod {
     /// Namespace of the controller's own pods (`--MICNamespace`).
     #[arg(long, default_value = "default")]
     pub mic_namespace: String,
+    /// Federated identities: the cluster's service-account issuer (default: the API server's
+    /// /.well-known/openid-configuration).
+    #[arg(long)]
+    pub issuer: Option<String>,
     /// Output format.
     #[arg(long, short = 'o', value_enum, default_value_t = TextFormat::Text)]
     pub output: TextFormat,
+    /// ARM, to check a federated identity's credentials (skipped without credentials).
+    #[command(flatten)]
+    pub azure: AzureArgs,
 }
 
 /// `podid explain identity`.
@@ -213,6 +290,8 @@ pub enum Mode {
     Standard,
     /// The agent alone, from bindings of the pod's namespace.
     Managed,
+    /// `--operation-mode=federated`: every user-assigned identity through federation.
+    Federated,
 }
 
 #[cfg(test)]

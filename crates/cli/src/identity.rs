@@ -2,7 +2,9 @@
 //!
 //! `add` validates everything before writing anything, is idempotent (the same arguments again
 //! change nothing), refuses to overwrite a different object of the same name, and removes the
-//! identity again if the binding cannot be created.
+//! identity again if the binding cannot be created. With `--federated` the identity is annotated
+//! `podid.io/federated: "true"` and its federated identity credential is made sure of through ARM
+//! before anything is written to the cluster (see [`crate::federated`]).
 use std::io::Write;
 use std::process::ExitCode;
 
@@ -15,6 +17,7 @@ use serde::Serialize;
 use crate::args::{IdentityAdd, ListArgs, ObjectRef};
 use crate::azure::{self, Grant};
 use crate::error::{Error, KubeContext, Result, is_not_found};
+use crate::federated as fed;
 use crate::kube_util::{ensure_namespace, list_all, valid_name};
 use crate::output::{self, Table};
 
@@ -32,6 +35,9 @@ pub(crate) async fn add(client: &kube::Client, args: IdentityAdd, out: &mut impl
         client_id,
         cluster_identity_object_id,
         max_identities,
+        federated,
+        service_account,
+        issuer,
         azure,
     } = args;
     let (ns, name) = (object.namespace.as_str(), object.name.as_str());
@@ -43,6 +49,12 @@ pub(crate) async fn add(client: &kube::Client, args: IdentityAdd, out: &mut impl
         return Err(Error::Usage("--binding-selector must not be empty".into()));
     }
     let resource_id = UserAssignedIdentityId::parse(&identity_resource_id)?;
+    if federated {
+        valid_name("service account", &service_account)?;
+        if let Some(i) = &issuer {
+            fed::check_issuer(i)?;
+        }
+    }
     ensure_namespace(client, ns).await?;
 
     let identities: Api<AzureIdentity> = Api::namespaced(client.clone(), ns);
@@ -57,11 +69,17 @@ pub(crate) async fn add(client: &kube::Client, args: IdentityAdd, out: &mut impl
         &resource_id,
         client_id.as_deref(),
         max_identities,
+        federated,
     )
     .await?;
+    let issuer = match federated {
+        true => Some(fed::issuer(client, issuer.as_deref()).await?),
+        false => None,
+    };
 
-    let needs_arm =
-        cluster_identity_object_id.is_some() || (existing_identity.is_none() && client_id.is_none());
+    let needs_arm = federated
+        || cluster_identity_object_id.is_some()
+        || (existing_identity.is_none() && client_id.is_none());
     let arm = if needs_arm { Some(azure::client(&azure)?) } else { None };
     let client_id = match (client_id, &existing_identity, &arm) {
         (Some(c), _, _) => c,
@@ -69,10 +87,25 @@ pub(crate) async fn add(client: &kube::Client, args: IdentityAdd, out: &mut impl
         (None, None, Some(arm)) => azure::client_id(arm, &resource_id).await?,
         (None, None, None) => return Err(Error::Azure("no ARM client to read the client id with".into())),
     };
+    if let (Some(issuer), Some(arm)) = (&issuer, &arm) {
+        let subject = podid_core::federation::subject(ns, &service_account);
+        let fic = fed::credential_name(ns, &service_account);
+        match fed::ensure(arm, &resource_id, &fic, issuer, &subject).await? {
+            fed::Credential::Created(n) => writeln!(
+                out,
+                "created federated identity credential {n} on {resource_id} (issuer {issuer}, subject {subject})"
+            )?,
+            fed::Credential::Existing(n) => writeln!(
+                out,
+                "federated identity credential {n} on {resource_id} already accepts issuer {issuer}, subject \
+                 {subject}"
+            )?,
+        }
+    }
 
     let created_identity = match existing_identity {
         None => {
-            create_identity(&identities, ns, name, &resource_id, &client_id).await?;
+            create_identity(&identities, ns, name, &resource_id, &client_id, federated).await?;
             writeln!(out, "created AzureIdentity {ns}/{name} (client id {client_id})")?;
             true
         }
@@ -90,6 +123,15 @@ pub(crate) async fn add(client: &kube::Client, args: IdentityAdd, out: &mut impl
             )?;
         }
         Some(_) => writeln!(out, "AzureIdentityBinding {ns}/{binding} already exists with these settings")?,
+    }
+    if federated {
+        writeln!(
+            out,
+            "federated: no Managed Identity Operator grant is needed{} (the controller never assigns a federated \
+             identity; pods running as service account {ns}/{service_account} get its tokens)",
+            if cluster_identity_object_id.is_some() { ", --cluster-identity-object-id ignored" } else { "" }
+        )?;
+        return Ok(ExitCode::SUCCESS);
     }
     match (cluster_identity_object_id, &arm) {
         (Some(principal), Some(arm)) => {
@@ -114,6 +156,7 @@ async fn existing(
     resource_id: &UserAssignedIdentityId,
     client_id: Option<&str>,
     max_identities: usize,
+    federated: bool,
 ) -> Result<(Option<AzureIdentity>, Option<AzureIdentityBinding>)> {
     let binding = binding_name(name);
     let identity = identities.get_opt(name).await.doing(|| format!("read AzureIdentity {ns}/{name}"))?;
@@ -123,7 +166,7 @@ async fn existing(
         check_binding(b, ns, name, selector)?;
     }
     match &identity {
-        Some(i) => check_identity(i, ns, name, resource_id, client_id)?,
+        Some(i) => check_identity(i, ns, name, resource_id, client_id, federated)?,
         None => {
             let count = list_all::<AzureIdentity>(client, None, "AzureIdentities").await?.len();
             if count >= max_identities {
@@ -145,9 +188,17 @@ async fn create_identity(
     name: &str,
     resource_id: &UserAssignedIdentityId,
     client_id: &str,
+    federated: bool,
 ) -> Result<()> {
+    let annotations = federated
+        .then(|| [(podid_api::FEDERATED_ANNOTATION.to_string(), "true".to_string())].into_iter().collect());
     let identity = AzureIdentity {
-        metadata: ObjectMeta { name: Some(name.into()), namespace: Some(ns.into()), ..Default::default() },
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some(ns.into()),
+            annotations,
+            ..Default::default()
+        },
         spec: AzureIdentitySpec {
             identity_type: 0,
             resource_id: resource_id.to_string(),
@@ -236,17 +287,21 @@ fn check_identity(
     name: &str,
     resource_id: &UserAssignedIdentityId,
     client_id: Option<&str>,
+    federated: bool,
 ) -> Result<()> {
     let same_id =
         UserAssignedIdentityId::parse(&i.spec.resource_id).is_ok_and(|r| r.key() == resource_id.key());
     let same_client = client_id.is_none_or(|c| c.eq_ignore_ascii_case(&i.spec.client_id));
-    if i.spec.identity_type == 0 && same_id && same_client {
+    if i.spec.identity_type == 0 && same_id && same_client && i.is_federated() == federated {
         return Ok(());
     }
     Err(Error::Conflict(format!(
-        "AzureIdentity {ns}/{name} already exists with different settings (type {}, resourceID {:?}, clientID {:?}): \
-         delete it first (podid identity delete -n {ns} --name {name}) or choose another name",
-        i.spec.identity_type, i.spec.resource_id, i.spec.client_id
+        "AzureIdentity {ns}/{name} already exists with different settings (type {}, resourceID {:?}, clientID {:?}, \
+         {}federated): delete it first (podid identity delete -n {ns} --name {name}) or choose another name",
+        i.spec.identity_type,
+        i.spec.resource_id,
+        i.spec.client_id,
+        if i.is_federated() { "" } else { "not " }
     )))
 }
 

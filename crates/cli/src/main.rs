@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use podid_cli::{Cli, kube_client, run};
+use podid_cli::{Cli, kube_client, needs_client, run, run_offline};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -19,6 +19,10 @@ async fn main() -> ExitCode {
 
 async fn go(cli: Cli) -> anyhow::Result<ExitCode> {
     podid_azure::install_crypto_provider();
+    if !needs_client(&cli) {
+        let mut stdout = std::io::stdout().lock();
+        return Ok(run_offline(cli, &mut stdout).await?);
+    }
     let client = kube_client(cli.kubeconfig.as_deref()).await?;
     let mut stdout = std::io::stdout().lock();
     Ok(run(cli, client, &mut stdout).await?)

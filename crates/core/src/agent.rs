@@ -139,7 +139,7 @@ fn host_network_refusal(ip: IpAddr) -> Refusal {
 }
 
 /// Checks that apply in every mode before any identity is looked at.
-fn preflight<'a, 'e>(
+pub(crate) fn preflight<'a, 'e>(
     pod: &PodView,
     req: &Request<'_>,
     exceptions: impl IntoIterator<Item = &'e AzurePodIdentityException>,
@@ -180,7 +180,8 @@ fn same_resource_id(a: &str, b: &str) -> bool {
     }
 }
 
-fn allowed_namespace(identity: &AzureIdentity, pod: &PodView, opts: Options<'_>) -> bool {
+/// Whether `pod` may use `identity` as far as namespaces go.
+pub(crate) fn allowed_namespace(identity: &AzureIdentity, pod: &PodView, opts: Options<'_>) -> bool {
     !(opts.force_namespaced || identity.is_namespaced())
         || identity.metadata.namespace.as_deref() == Some(pod.key.namespace.as_str())
 }

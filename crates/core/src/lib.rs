@@ -18,6 +18,7 @@ pub mod agent;
 pub mod diagnostics;
 pub mod diff;
 pub mod exception;
+pub mod federation;
 pub mod matching;
 pub mod pod;
 pub mod redact;

@@ -5,7 +5,9 @@
 //! With force-namespaced mode or the identity's `namespaced` annotation, pod, binding and identity
 //! must share a namespace. Only scheduled pods that are neither terminating nor finished count.
 //! Invalid identities are skipped with a [`Diagnostic`]; they never hide valid ones.
-use std::collections::{BTreeMap, HashMap};
+//! Federated identities (annotated `podid.io/federated: "true"`) are left out silently: the agent
+//! serves them through federation, with no assigned identity and no ARM call.
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use podid_api::names::assigned_identity_name;
 use podid_api::resource_id::UserAssignedIdentityId;
@@ -87,7 +89,7 @@ fn usable_identities<'a>(
     diagnostics: &mut Vec<Diagnostic>,
 ) -> HashMap<ObjectKey, Usable<'a>> {
     let mut out = HashMap::new();
-    for identity in identities {
+    for identity in identities.iter().filter(|i| !i.is_federated()) {
         match validate_identity(identity) {
             Ok((kind, resource_key)) => {
                 out.insert(object_key(identity), Usable { identity, kind, resource_key });
@@ -123,6 +125,8 @@ pub fn desired(
 ) -> Desired {
     let mut out = Desired::default();
     let usable = usable_identities(identities, &mut out.diagnostics);
+    let federated: HashSet<ObjectKey> =
+        identities.iter().filter(|i| i.is_federated()).map(object_key).collect();
     let mut by_selector: BTreeMap<&str, Vec<&AzureIdentityBinding>> = BTreeMap::new();
     for binding in bindings {
         by_selector.entry(binding.spec.selector.as_str()).or_default().push(binding);
@@ -133,7 +137,7 @@ pub fn desired(
     let mut sorted: Vec<&PodView> = pods.iter().filter(|p| is_eligible(p)).collect();
     sorted.sort_by(|a, b| a.key.cmp(&b.key));
     for pod in sorted {
-        match_pod(pod, &by_selector, &usable, opts, &mut out);
+        match_pod(pod, &by_selector, &usable, &federated, opts, &mut out);
     }
     out
 }
@@ -142,6 +146,7 @@ fn match_pod(
     pod: &PodView,
     by_selector: &BTreeMap<&str, Vec<&AzureIdentityBinding>>,
     usable: &HashMap<ObjectKey, Usable<'_>>,
+    federated: &HashSet<ObjectKey>,
     opts: MatchOptions,
     out: &mut Desired,
 ) {
@@ -155,6 +160,9 @@ fn match_pod(
         let binding_key = object_key(*binding);
         let identity_key = PodKey::new(binding_key.namespace.clone(), binding.spec.azure_identity.clone());
         let Some(found) = usable.get(&identity_key) else {
+            if federated.contains(&identity_key) {
+                continue;
+            }
             if !binding_identity_is_invalid(&identity_key, &out.diagnostics) {
                 out.diagnostics.push(Diagnostic::IdentityNotFound {
                     binding: binding_key,

@@ -3,6 +3,8 @@
 //! azure-identity sends. Bounded: a fixed time per concurrency level.
 //!
 //!     cargo bench -p podid-emulator --bench imds [-- SECONDS_PER_LEVEL]
+//!
+//! Each level is also printed as a `BENCH-JSON {…}` line (suite `imds`) for `podid-bench`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -99,6 +101,9 @@ fn main() {
             for &level in LEVELS {
                 let (rate, mean, errors) = run_level(&addr, level, secs).await;
                 println!("{level:>11} {rate:>10.0} {mean:>12.2} {errors:>8}");
+                let name = if cache { "token cache on" } else { "token cache off" };
+                let line = serde_json::json!({"suite": "imds", "name": name, "concurrency": level, "rps": rate, "mean_ms": mean, "errors": errors});
+                println!("BENCH-JSON {line}");
             }
         }
         emu.shutdown().await;

@@ -11,6 +11,10 @@ use hyper_util::rt::TokioIo;
 use rustls::pki_types::{CertificateDer, ServerName};
 
 const MAX_BODY: usize = 1 << 20;
+/// What Entra ID accepts: discovery documents are `application/json`, JWKS documents are
+/// `application/jwk-set+json` (the Kubernetes API server answers 406 to a JWKS request that
+/// accepts only `application/json`).
+const ACCEPT: &str = "application/json, application/jwk-set+json, */*;q=0.5";
 
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
@@ -73,7 +77,7 @@ pub async fn get_json(url: &str, roots: &[CertificateDer<'static>]) -> Result<se
         };
         let req = http::Request::get(path)
             .header(http::header::HOST, authority)
-            .header(http::header::ACCEPT, "application/json")
+            .header(http::header::ACCEPT, ACCEPT)
             .header(http::header::USER_AGENT, "podid-emulator")
             .body(Empty::<bytes::Bytes>::new())
             .map_err(|e| FetchError::Transport(e.to_string()))?;

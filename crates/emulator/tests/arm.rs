@@ -225,6 +225,12 @@ async fn identities_groups_roles_and_paging() {
         (status, body["properties"]["subject"].as_str()),
         (200, Some("system:serviceaccount:default:app"))
     );
+    let (status, _, list) =
+        arm(&emu, &http, &admin, Method::GET, &format!("{path}/federatedIdentityCredentials"), None).await;
+    assert_eq!(status, 200, "{list}");
+    let names: Vec<&str> =
+        list["value"].as_array().unwrap().iter().filter_map(|v| v["name"].as_str()).collect();
+    assert_eq!(names, ["kube"], "{list}");
     let (status, _, _) = arm(&emu, &http, &admin, Method::DELETE, &path, None).await;
     assert_eq!(status, 200);
     let (status, _, _) = arm(&emu, &http, &admin, Method::DELETE, &path, None).await;

@@ -296,7 +296,7 @@ async fn federated_assertions_are_checked_against_the_issuer() {
     assert_eq!(claims["oid"], uai.principal_id.as_str());
     assert_eq!(claims["xms_mirid"], uai.id.as_str());
     let (_, body) = exchange(mint("api://wrong").await).await;
-    assert_eq!(body["error_codes"], json!([70021]), "{body}");
+    assert_eq!(body["error_codes"], json!([700_212]), "{body}");
     // A tampered signature.
     let good = mint("api://AzureADTokenExchange").await;
     let mut parts: Vec<String> = good.split('.').map(str::to_string).collect();

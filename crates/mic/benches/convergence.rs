@@ -11,7 +11,11 @@
 //!
 //! Sizes from the environment: `PODID_BENCH_PODS` (2000), `PODID_BENCH_IDENTITIES` (200),
 //! `PODID_BENCH_NODES` (50), `PODID_BENCH_SCALE_SETS` (5), `PODID_BENCH_LATENCIES_MS` (`0,250,1000`),
-//! `PODID_BENCH_SAMPLES` (7), `PODID_BENCH_IDLE_SECS` (10).
+//! `PODID_BENCH_SAMPLES` (7), `PODID_BENCH_IDLE_SECS` (10). An empty `PODID_BENCH_LATENCIES_MS`
+//! skips part 1 (`podid-bench` does that for the smaller points of its convergence curve).
+//!
+//! Results are also printed as `BENCH-JSON {…}` lines (suite `convergence`: one `latency` record
+//! per L, one `converge` record per run) for `podid-bench`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeSet;
@@ -237,8 +241,11 @@ async fn main() {
             ms(median(took.clone())),
             ms(min),
             ms(max),
-            ms(median(took)) - *l as f64
+            ms(median(took.clone())) - *l as f64
         );
+        let line = serde_json::json!({"suite": "convergence", "name": "latency", "arm_latency_ms": l, "samples": samples,
+            "median_ms": ms(median(took)), "min_ms": ms(min), "max_ms": ms(max)});
+        println!("BENCH-JSON {line}");
     }
     bench.emu.clear_faults();
 
@@ -268,6 +275,16 @@ async fn main() {
         &dir.path().join("mic2.log"),
     );
     let pid = mic.id().unwrap();
+    let peak2 = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let p2 = peak2.clone();
+    tokio::spawn(async move {
+        loop {
+            if let Some(kb) = rss_kb(pid) {
+                p2.fetch_max(kb, std::sync::atomic::Ordering::Relaxed);
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
     let started = Instant::now();
     loop {
         let aais = bench.aais(&ns).await;
@@ -287,10 +304,10 @@ async fn main() {
             ids.len().div_ceil(150)
         })
         .sum();
+    let arm_requests = bench.emu.requests().iter().filter(|r| r.surface == Surface::Arm).count();
     println!(
-        "all {pods} Assigned {:.1} s after controller start; ARM PATCHes {patches} (minimum {minimum}: per scale set, its distinct identities / 150); ARM requests {}",
+        "all {pods} Assigned {:.1} s after controller start; ARM PATCHes {patches} (minimum {minimum}: per scale set, its distinct identities / 150); ARM requests {arm_requests}",
         conv.as_secs_f64(),
-        bench.emu.requests().iter().filter(|r| r.surface == Surface::Arm).count()
     );
     let rss_conv = rss_kb(pid);
 
@@ -317,10 +334,10 @@ async fn main() {
         assert!(t.elapsed() < Duration::from_secs(900), "assigned identities left");
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    let (removal, removal_patches) = (t.elapsed(), bench.patches());
     println!(
-        "all pods deleted and assignments gone in {:.1} s; ARM PATCHes {}",
-        t.elapsed().as_secs_f64(),
-        bench.patches()
+        "all pods deleted and assignments gone in {:.1} s; ARM PATCHes {removal_patches}",
+        removal.as_secs_f64(),
     );
 
     // 5. Memory.
@@ -330,6 +347,13 @@ async fn main() {
         rss_kb(pid).unwrap_or(0) / 1024,
         peak.load(std::sync::atomic::Ordering::Relaxed) / 1024
     );
+    let line = serde_json::json!({"suite": "convergence", "name": "converge", "pods": pods, "identities": identities,
+        "nodes": nodes, "scale_sets": scale_sets, "seconds": conv.as_secs_f64(), "arm_patches": patches,
+        "minimum_patches": minimum, "arm_requests": arm_requests, "idle_secs": idle_secs, "idle_arm_calls": idle,
+        "removal_seconds": removal.as_secs_f64(), "removal_patches": removal_patches,
+        "rss_kib": rss_conv.unwrap_or(0), "end_rss_kib": rss_kb(pid).unwrap_or(0),
+        "peak_rss_kib": peak2.load(std::sync::atomic::Ordering::Relaxed)});
+    println!("BENCH-JSON {line}");
     mic.kill().await.unwrap();
 }
 

@@ -7,6 +7,7 @@
 //!   PODID_BENCH_CLUSTER_PODS=2000 cargo bench -p podid-nmi --bench agent_scale   # smaller
 //!
 //! Pods on the agent's node have 127.0.2.x addresses so the load generator can speak as them.
+//! Results are also printed as `BENCH-JSON {…}` lines (suite `agent_scale`) for `podid-bench`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::{IpAddr, Ipv4Addr};
@@ -184,6 +185,8 @@ async fn main() {
         "agent RSS with {total} pods in the cluster, {on_node} on its node: {:.1} MiB",
         rss as f64 / 1024.0
     );
+    let line = serde_json::json!({"suite": "agent_scale", "name": "rss", "cluster_pods": total, "node_pods": on_node, "rss_kib": rss});
+    println!("BENCH-JSON {line}");
 
     // A newly bound identity (pod p0, label "fresh"), first request vs IMDS for an unseen resource.
     let mut imds_lat = Vec::new();
@@ -216,6 +219,8 @@ async fn main() {
         i.as_secs_f64() * 1e3,
         (a.as_secs_f64() - i.as_secs_f64()) * 1e3
     );
+    let line = serde_json::json!({"suite": "agent_scale", "name": "first token, newly bound identity (median of 5)", "agent_ms": a.as_secs_f64() * 1e3, "imds_ms": i.as_secs_f64() * 1e3, "agent_minus_imds_ms": (a.as_secs_f64() - i.as_secs_f64()) * 1e3});
+    println!("BENCH-JSON {line}");
     drop(agent);
     emulator.shutdown().await;
 }

@@ -6,7 +6,9 @@
 //!
 //! Each load-generator connection binds its own 127.0.0.x source address, so the agent identifies
 //! it as a distinct pod; every pod is bound to the emulator's `podid-app` identity. Results are
-//! printed as a Markdown table and written to `target/bench/token_path.json`.
+//! printed as a Markdown table, as `BENCH-JSON {…}` lines (one per row, suite `token_path`, read
+//! by `podid-bench`) and written to `target/bench/token_path.json`. `PODID_BENCH_CONNS` (default
+//! `1,8,64`) sets the concurrency levels.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -190,8 +192,13 @@ async fn main() {
     let agent_token = format!("{agent}/metadata/identity/oauth2/token?{query}");
     let _ = load("warm-up", &agent_token, 1, 0.2).await;
 
+    let levels: Vec<usize> = std::env::var("PODID_BENCH_CONNS")
+        .unwrap_or_else(|_| "1,8,64".into())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
     let mut rows = Vec::new();
-    for c in [1usize, 8, 64] {
+    for &c in &levels {
         rows.push(load("emulator IMDS", &imds_token, c, secs).await);
         rows.push(load("agent, warm cache", &agent_token, c, secs).await);
     }
@@ -200,7 +207,7 @@ async fn main() {
     let cold = agent_state(&imds, u64::MAX / 4);
     bind_pods(&cold);
     let cold_url = format!("{}/metadata/identity/oauth2/token?{query}", serve_agent(cold).await);
-    for c in [1usize, 8] {
+    for &c in &levels {
         rows.push(load("agent, cold cache", &cold_url, c, secs).await);
     }
 
@@ -213,7 +220,7 @@ async fn main() {
         );
     }
     println!();
-    for c in [1usize, 8, 64] {
+    for &c in &levels {
         let find = |t: &str| rows.iter().find(|r| r.target == t && r.concurrency == c);
         if let (Some(i), Some(a)) = (find("emulator IMDS"), find("agent, warm cache")) {
             println!(
@@ -227,6 +234,12 @@ async fn main() {
         .iter()
         .map(|r| serde_json::json!({"target": r.target, "concurrency": r.concurrency, "requests": r.requests, "errors": r.errors, "rps": r.rps, "p50_us": r.p50_us, "p99_us": r.p99_us}))
         .collect();
+    for (r, j) in rows.iter().zip(&json) {
+        let mut line = j.clone();
+        line["suite"] = "token_path".into();
+        line["name"] = r.target.into();
+        println!("BENCH-JSON {line}");
+    }
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/bench");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("token_path.json"), serde_json::to_string_pretty(&json).unwrap()).unwrap();

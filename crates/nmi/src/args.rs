@@ -62,7 +62,9 @@ pub struct Args {
     /// Require `Metadata: true` on every request.
     #[arg(long = "metadata-header-required", default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub metadata_header_required: bool,
-    /// `standard` (assigned identities) or `managed` (bindings only; implies namespaced).
+    /// `standard` (assigned identities), `managed` (bindings only; implies namespaced) or
+    /// `federated` (bindings only; every user-assigned identity through workload identity
+    /// federation, no controller).
     #[arg(long = "operation-mode", value_enum, default_value = "standard", ignore_case = true)]
     pub operation_mode: Mode,
     /// Start even if the kubelet uses kubenet (see the NET_RAW mitigation in the docs).
@@ -98,6 +100,12 @@ pub struct Args {
         default_value = "https://login.microsoftonline.com/"
     )]
     pub aad_authority: String,
+    /// Entra tenant of federated identities whose `tenantID` is empty (else azure.json's `tenantId`).
+    #[arg(long = "tenant-id", env = "AZURE_TENANT_ID")]
+    pub tenant_id: Option<String>,
+    /// Cloud config (azure.json) read for the tenant when `--tenant-id` is not given.
+    #[arg(long = "cloud-config", env = "AZURE_CLOUD_CONFIG", default_value = "/etc/kubernetes/azure.json")]
+    pub cloud_config: PathBuf,
     /// Extra CA certificates (PEM) trusted for Entra ID, e.g. an emulator's.
     #[arg(long = "trusted-ca-file", env = "PODID_TRUSTED_CA_FILE")]
     pub trusted_ca_files: Vec<PathBuf>,

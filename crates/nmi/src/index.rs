@@ -4,7 +4,8 @@
 //!  Pods (spec.nodeName=<node>) ──apply/delete──▶ pods: PodKey → PodView
 //!                                               by_ip: IP → {PodKey}     (a pod's status.podIP)
 //!  AzureAssignedIdentities (nodename=<node>) ──▶ assigned: PodKey → {AAI name → AAI}   (standard mode)
-//!  AzureIdentityBindings, AzureIdentities  ───▶ bindings / identities by namespace     (managed mode)
+//!  AzureIdentityBindings, AzureIdentities  ───▶ bindings / identities by namespace     (every mode:
+//!                                                                   managed, federated identities)
 //!  AzurePodIdentityExceptions              ───▶ exceptions by namespace
 //! ```
 //!
@@ -23,6 +24,8 @@ use podid_core::{PodKey, PodView};
 #[derive(Debug, Default)]
 pub struct NodeIndex {
     pods: HashMap<PodKey, PodView>,
+    /// `metadata.uid` of pods applied from the API (federated tokens are bound to it).
+    uids: HashMap<PodKey, String>,
     /// Invariant: contains exactly the keys of `pods` whose view has an IP, under that IP.
     by_ip: HashMap<IpAddr, HashSet<PodKey>>,
     /// Assigned identities by the pod they are for (`spec.podNamespace`/`spec.pod`).
@@ -69,7 +72,12 @@ impl NodeIndex {
     // === pods ===
 
     pub fn apply_pod(&mut self, pod: &Pod) {
-        self.put_pod(PodView::from_pod(pod));
+        let view = PodView::from_pod(pod);
+        match pod.metadata.uid.clone() {
+            Some(uid) => self.uids.insert(view.key.clone(), uid),
+            None => self.uids.remove(&view.key),
+        };
+        self.put_pod(view);
     }
 
     /// Adds or replaces a pod view.
@@ -84,6 +92,7 @@ impl NodeIndex {
 
     pub fn delete_pod(&mut self, key: &PodKey) {
         self.unfile_pod(key);
+        self.uids.remove(key);
         self.pods.remove(key);
         self.changed();
     }
@@ -102,8 +111,9 @@ impl NodeIndex {
     pub fn reset_pods(&mut self, pods: &[Pod]) {
         self.pods.clear();
         self.by_ip.clear();
+        self.uids.clear();
         for p in pods {
-            self.put_pod(PodView::from_pod(p));
+            self.apply_pod(p);
         }
         self.changed();
     }
@@ -115,6 +125,11 @@ impl NodeIndex {
 
     pub fn pod(&self, key: &PodKey) -> Option<&PodView> {
         self.pods.get(key)
+    }
+
+    /// The pod's `metadata.uid`, when known.
+    pub fn pod_uid(&self, key: &PodKey) -> Option<&str> {
+        self.uids.get(key).map(String::as_str)
     }
 
     /// Every pod on this node.
@@ -213,6 +228,14 @@ impl NodeIndex {
     /// Bindings of one namespace.
     pub fn bindings_in(&self, ns: &str) -> impl Iterator<Item = &AzureIdentityBinding> {
         self.bindings.get(ns).into_iter().flat_map(|m| m.values().map(|b| b.as_ref()))
+    }
+    /// Every binding.
+    pub fn all_bindings(&self) -> impl Iterator<Item = &AzureIdentityBinding> {
+        self.bindings.values().flat_map(|m| m.values().map(|b| b.as_ref()))
+    }
+    /// The identity `ns/name`.
+    pub fn identity(&self, ns: &str, name: &str) -> Option<&AzureIdentity> {
+        self.identities.get(ns).and_then(|m| m.get(name)).map(|i| i.as_ref())
     }
     /// Identities of one namespace.
     pub fn identities_in(&self, ns: &str) -> impl Iterator<Item = &AzureIdentity> + Clone {

@@ -1,9 +1,11 @@
 //! Keeps the cache in step with the index: when an identity becomes usable on this node its
 //! tokens are fetched ahead of the first request (for the resources it was asked for before), and
-//! when no pod on this node may use it any more its tokens are dropped at once.
+//! when no pod on this node may use it any more its tokens are dropped at once. A federated
+//! source is a service account's use of an identity: dropped as soon as no pod of that service
+//! account on this node is bound to the identity.
 use std::collections::BTreeSet;
 
-use podid_core::agent;
+use podid_core::{agent, federation};
 
 use crate::http::source_for;
 use crate::index::NodeIndex;
@@ -26,7 +28,7 @@ pub fn usable_sources(idx: &NodeIndex, config: &Config) -> BTreeSet<TokenSource>
                 if let agent::Outcome::Serve(identity) =
                     agent::decide_standard(pod, &agent::Request::default(), [aai], [], opts)
                 {
-                    out.extend(source_for(identity, config).ok());
+                    out.extend(source_for(identity, config, pod, idx.pod_uid(&pod.key)).ok());
                 }
             }
         }
@@ -41,8 +43,24 @@ pub fn usable_sources(idx: &NodeIndex, config: &Config) -> BTreeSet<TokenSource>
                         let identity = idx
                             .identities_in(ns)
                             .find(|i| i.metadata.name.as_deref() == Some(&binding.spec.azure_identity));
-                        out.extend(identity.and_then(|i| source_for(i, config).ok()));
+                        out.extend(
+                            identity.and_then(|i| source_for(i, config, pod, idx.pod_uid(&pod.key)).ok()),
+                        );
                     }
+                }
+            }
+        }
+        Mode::Federated => {}
+    }
+    if config.mode != Mode::Managed {
+        // Federated identities (all bound ones in federated mode) come from bindings directly.
+        let federation = config.mode.federation();
+        for pod in idx.pods().filter(|p| p.binding_selector().is_some() && p.phase.is_live()) {
+            let bound =
+                federation::bound_identities(pod, idx.all_bindings(), |ns, n| idx.identity(ns, n), opts);
+            for (identity, _) in bound {
+                if config.mode == Mode::Federated || federation.covers(identity) {
+                    out.extend(source_for(identity, config, pod, idx.pod_uid(&pod.key)).ok());
                 }
             }
         }

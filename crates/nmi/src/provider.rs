@@ -2,20 +2,31 @@
 //! service principals from Entra ID with the secret or PKCS#12 certificate read from the
 //! referenced Kubernetes Secret at fetch time (only on a cache miss or refresh).
 //!
+//! Federated identities: a TokenRequest for the calling pod's own service account (audience
+//! `api://AzureADTokenExchange`, bound to the pod, 10 minutes), exchanged at once at Entra ID's v2
+//! endpoint (client credentials with a jwt-bearer client assertion). The service-account token is
+//! dropped right after the exchange: it is never cached, logged or put into an error.
+//!
 //! Error mapping follows upstream: an endpoint that answered with an error (or an unusable body)
 //! is a refusal (the caller gets 403 with the ADAL-style text); everything else — unreachable
 //! endpoint, unreadable Secret, bad certificate — is unavailability (503).
 use std::sync::Arc;
 use std::time::Instant;
 
-use k8s_openapi::api::core::v1::Secret as KubeSecret;
+use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::core::v1::{Secret as KubeSecret, ServiceAccount};
 use kube::Api;
+use kube::api::PostParams;
 use podid_api::k8s_openapi;
 use podid_azure::{AadClient, ClientCertificate, ClientCredential, ImdsClient, ManagedIdentity, Secret};
 use url::Url;
 
 use crate::metrics::Metrics;
-use crate::token::{TokenError, TokenFuture, TokenProvider, TokenSet, TokenSource};
+use crate::token::{BoundPod, TokenError, TokenFuture, TokenProvider, TokenSet, TokenSource};
+
+/// Lifetime asked for the service-account tokens exchanged in federated mode (the API server's
+/// minimum; the token is used once, within the second).
+pub const FEDERATED_SA_TOKEN_SECONDS: i64 = 600;
 
 /// Fetches tokens from IMDS and Entra ID.
 #[derive(Clone)]
@@ -85,7 +96,74 @@ impl AzureProvider {
                     Ok(TokenSet { tokens, multi_tenant: true })
                 }
             }
+            TokenSource::Federated { authority, tenant_id, client_id, namespace, service_account, pod } => {
+                let authority = Url::parse(authority).map_err(|e| {
+                    TokenError::Unavailable(format!("invalid Entra ID authority {authority:?}: {e}"))
+                })?;
+                let assertion = self.service_account_token(namespace, service_account, pod).await?;
+                let client = AadClient::new(self.http.clone(), authority);
+                let credential = ClientCredential::Federated(assertion);
+                let result = client.token(tenant_id, client_id, &credential, resource).await;
+                drop(credential);
+                result.map(TokenSet::single).map_err(map_err)
+            }
         }
+    }
+
+    /// A TokenRequest token for `namespace/service_account`, bound to `pod`, for Entra ID.
+    async fn service_account_token(
+        &self,
+        namespace: &str,
+        service_account: &str,
+        pod: &BoundPod,
+    ) -> Result<Secret, TokenError> {
+        let kube = self.kube.clone().ok_or_else(|| {
+            TokenError::Unavailable(format!(
+                "cannot request a token for service account {namespace}/{service_account}: this agent has no Kubernetes client"
+            ))
+        })?;
+        let request = TokenRequest {
+            spec: Some(TokenRequestSpec {
+                audiences: Some(vec![podid_api::TOKEN_EXCHANGE_AUDIENCE.to_string()]),
+                expiration_seconds: Some(FEDERATED_SA_TOKEN_SECONDS),
+                bound_object_ref: Some(BoundObjectReference {
+                    api_version: Some("v1".into()),
+                    kind: Some("Pod".into()),
+                    name: Some(pod.name.clone()),
+                    uid: Some(pod.uid.clone()).filter(|u| !u.is_empty()),
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let api = Api::<ServiceAccount>::namespaced(kube, namespace);
+        let answer = api
+            .create_token_request(service_account, &PostParams::default(), &request)
+            .await
+            .map_err(|e| {
+                self.metrics.k8s_error("create_token_request");
+                match e {
+                    // Not transient: the agent's RBAC lacks the grant (standard/managed install
+                    // without --federated-identities). Refuse with what to do.
+                    kube::Error::Api(ae) if ae.code == 403 => TokenError::Refused(format!(
+                        "this agent may not create tokens for service account {namespace}/{service_account}: \
+                         federated identities need `create` on serviceaccounts/token (podid install \
+                         --federated-identities, or --mode federated): {}",
+                        ae.message
+                    )),
+                    e => TokenError::Unavailable(format!(
+                        "TokenRequest for service account {namespace}/{service_account} (pod {}) failed: {e}",
+                        pod.name
+                    )),
+                }
+            })?;
+        answer.status.and_then(|s| s.token).map(Secret::new).filter(|s| !s.expose().is_empty()).ok_or_else(
+            || {
+                TokenError::Unavailable(format!(
+                    "TokenRequest for service account {namespace}/{service_account} returned no token"
+                ))
+            },
+        )
     }
 
     /// Reads the Secret: type 1 uses key `clientSecret` (or, as upstream, the only/first key);

@@ -63,6 +63,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         cleanup_iptables_on_exit,
         host_token,
         aad_authority,
+        tenant_id,
+        cloud_config,
         trusted_ca_files,
         token_min_remaining_sec,
         shutdown_grace_sec,
@@ -114,6 +116,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         wait_created: interval * retry_attempts_for_created,
         wait_assigned: interval * (retry_attempts_for_created + retry_attempts_for_assigned),
         default_authority: aad_authority,
+        tenant_id: agent_tenant(tenant_id, &cloud_config),
         host_token,
         not_found_as_bad_request: identity_not_found_status == 400,
     };
@@ -208,35 +211,47 @@ fn spawn_watches(kube: &kube::Client, state: &AgentState, readiness: &Readiness,
         readiness,
         watch::exceptions,
     );
-    match mode {
-        Mode::Standard => {
-            let mine = all().labels(&format!("{NODENAME_LABEL}={node}"));
-            spawn_watch::<AzureAssignedIdentity>(
-                Api::all(kube.clone()),
-                mine,
-                "assignedidentities",
-                state,
-                readiness,
-                watch::assigned,
-            );
-        }
-        Mode::Managed => {
-            spawn_watch::<AzureIdentityBinding>(
-                Api::all(kube.clone()),
-                all(),
-                "bindings",
-                state,
-                readiness,
-                watch::bindings,
-            );
-            spawn_watch::<AzureIdentity>(
-                Api::all(kube.clone()),
-                all(),
-                "identities",
-                state,
-                readiness,
-                watch::identities,
-            );
+    if mode == Mode::Standard {
+        let mine = all().labels(&format!("{NODENAME_LABEL}={node}"));
+        spawn_watch::<AzureAssignedIdentity>(
+            Api::all(kube.clone()),
+            mine,
+            "assignedidentities",
+            state,
+            readiness,
+            watch::assigned,
+        );
+    }
+    // Every mode: managed mode decides from them, the others for federated identities.
+    spawn_watch::<AzureIdentityBinding>(
+        Api::all(kube.clone()),
+        all(),
+        "bindings",
+        state,
+        readiness,
+        watch::bindings,
+    );
+    spawn_watch::<AzureIdentity>(
+        Api::all(kube.clone()),
+        all(),
+        "identities",
+        state,
+        readiness,
+        watch::identities,
+    );
+}
+
+/// The tenant of federated identities without `tenantID`: `--tenant-id`, else azure.json's
+/// `tenantId` (read best-effort; a missing file just leaves it empty).
+fn agent_tenant(flag: Option<String>, cloud_config: &std::path::Path) -> String {
+    if let Some(t) = flag.filter(|t| !t.trim().is_empty()) {
+        return t.trim().to_string();
+    }
+    match podid_azure::CloudConfig::from_file(cloud_config) {
+        Ok(c) => c.tenant_id.trim().to_string(),
+        Err(e) => {
+            tracing::debug!(path = %cloud_config.display(), error = %e, "No tenant from the cloud config");
+            String::new()
         }
     }
 }

@@ -16,6 +16,19 @@ pub enum Mode {
     Standard,
     /// Bindings and identities of the pod's namespace; identities assigned out of band.
     Managed,
+    /// Bindings and identities; every user-assigned identity through workload identity federation
+    /// (no controller, no scale-set assignment).
+    Federated,
+}
+
+impl Mode {
+    /// Which identities this mode federates (standard and managed: only annotated ones).
+    pub fn federation(self) -> podid_core::federation::Federation {
+        match self {
+            Self::Federated => podid_core::federation::Federation::Cluster,
+            Self::Standard | Self::Managed => podid_core::federation::Federation::Annotated,
+        }
+    }
 }
 
 /// Settings the request path depends on.
@@ -32,8 +45,10 @@ pub struct Config {
     pub wait_created: Duration,
     /// Standard mode: how long to wait for an existing one to become `Assigned`.
     pub wait_assigned: Duration,
-    /// Entra ID authority for service principals whose identity names none.
+    /// Entra ID authority for service principals whose identity names none, and for federation.
     pub default_authority: String,
+    /// Tenant of federated identities whose `tenantID` is empty.
+    pub tenant_id: String,
     /// Serve `/host/token` to node-local callers.
     pub host_token: bool,
     /// Answer "no identity for this pod" as real IMDS answers an unknown identity (400 with
@@ -56,6 +71,7 @@ impl Config {
             wait_created: Duration::from_secs(80),
             wait_assigned: Duration::from_secs(100),
             default_authority: "https://login.microsoftonline.com/".into(),
+            tenant_id: String::new(),
             host_token: true,
             not_found_as_bad_request: false,
         }

@@ -60,6 +60,49 @@ pub enum TokenSource {
         secret_name: String,
         certificate: bool,
     },
+    /// A user-assigned identity through workload identity federation: a TokenRequest token of the
+    /// calling pod's service account exchanged at Entra ID. Cached per (namespace, service account,
+    /// identity): pods sharing a service account share the Azure token, others never get it.
+    Federated {
+        authority: String,
+        tenant_id: String,
+        client_id: String,
+        namespace: String,
+        service_account: String,
+        /// The pod the service-account token is bound to. Not part of the cache key.
+        pod: BoundPod,
+    },
+}
+
+/// The pod a federated fetch binds its service-account token to (`boundObjectRef`).
+///
+/// Deliberately equal to every other `BoundPod` (and hashed as nothing), so it never splits the
+/// cache: the key of a federated token is its service account, not the pod that asked first.
+#[derive(Clone, Debug, Default)]
+pub struct BoundPod {
+    pub name: String,
+    /// Empty when unknown: the API server then binds to the pod of that name.
+    pub uid: String,
+}
+
+impl PartialEq for BoundPod {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+impl Eq for BoundPod {}
+impl std::hash::Hash for BoundPod {
+    fn hash<H: std::hash::Hasher>(&self, _: &mut H) {}
+}
+impl PartialOrd for BoundPod {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for BoundPod {
+    fn cmp(&self, _: &Self) -> std::cmp::Ordering {
+        std::cmp::Ordering::Equal
+    }
 }
 
 impl TokenSource {
@@ -69,6 +112,7 @@ impl TokenSource {
             Self::Imds { client_id: None } => "adal_token_msi",
             Self::Imds { client_id: Some(_) } => "adal_token_msi_userassignedid",
             Self::ServicePrincipal { .. } => "adal_token",
+            Self::Federated { .. } => "federated",
         }
     }
 }
@@ -123,5 +167,29 @@ impl ManualClock {
 impl Clock for ManualClock {
     fn now(&self) -> u64 {
         self.0.load(Ordering::SeqCst)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn federated(sa: &str, pod: &str) -> TokenSource {
+        TokenSource::Federated {
+            authority: "https://login.example/".into(),
+            tenant_id: "t".into(),
+            client_id: "c".into(),
+            namespace: "ns".into(),
+            service_account: sa.into(),
+            pod: BoundPod { name: pod.into(), uid: format!("uid-{pod}") },
+        }
+    }
+
+    #[test]
+    fn federated_cache_key_is_the_service_account_not_the_pod() {
+        assert_eq!(federated("app", "p1"), federated("app", "p2"));
+        assert_ne!(federated("app", "p1"), federated("other", "p1"));
+        let set: std::collections::HashSet<_> = [federated("app", "p1"), federated("app", "p2")].into();
+        assert_eq!(set.len(), 1);
     }
 }

@@ -55,6 +55,19 @@ struct Supervised {
     name: &'static str,
     child: Child,
     log: PathBuf,
+    /// Builds the command again, for children that can be stopped and started.
+    recipe: Option<Recipe>,
+    /// Stopped on purpose (see [`Processes::stop`]): not reported as exited.
+    stopped: bool,
+}
+
+/// How to build a child's command again (same arguments, same ports).
+pub(crate) struct Recipe(pub(crate) Box<dyn Fn() -> Command + Send + Sync>);
+
+impl std::fmt::Debug for Recipe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Recipe")
+    }
 }
 
 impl Processes {
@@ -76,12 +89,76 @@ impl Processes {
         Ok(Self { children: Vec::new(), watchdog, heartbeat })
     }
 
-    /// Starts `command` with stdout and stderr appended to `log`, under the watchdog.
-    pub(crate) fn spawn(&mut self, name: &'static str, mut command: Command, log: PathBuf) -> Result<()> {
-        let io = |source| Error::Io { action: "create log", path: log.clone(), source };
-        let out = std::fs::File::create(&log).map_err(io)?;
+    /// Starts `command` with stdout and stderr written to `log`, under the watchdog.
+    pub(crate) fn spawn(&mut self, name: &'static str, command: Command, log: PathBuf) -> Result<()> {
+        let child = Self::launch(name, command, &log, false)?;
+        self.adopt(Supervised { name, child, log, recipe: None, stopped: false });
+        Ok(())
+    }
+
+    /// Like [`spawn`](Self::spawn), for a child that [`stop`](Self::stop) and
+    /// [`start_again`](Self::start_again) can restart from `recipe`.
+    pub(crate) fn spawn_recipe(&mut self, name: &'static str, recipe: Recipe, log: PathBuf) -> Result<()> {
+        let child = Self::launch(name, (recipe.0)(), &log, false)?;
+        self.adopt(Supervised { name, child, log, recipe: Some(recipe), stopped: false });
+        Ok(())
+    }
+
+    fn adopt(&mut self, supervised: Supervised) {
+        let pid = supervised.child.id();
+        self.tell_watchdog(&format!("pid {pid}"));
+        tracing::debug!(program = supervised.name, pid, log = %supervised.log.display(), "Started");
+        self.children.push(supervised);
+    }
+
+    /// Kills child `name` (SIGKILL: a crash, not a graceful shutdown) and reaps it.
+    pub(crate) fn stop(&mut self, name: &str) -> Result<()> {
+        let supervised = self.find(name)?;
+        let _ = supervised.child.kill();
+        let _ = supervised.child.wait();
+        supervised.stopped = true;
+        let pid = supervised.child.id();
+        self.tell_watchdog(&format!("gone {pid}"));
+        Ok(())
+    }
+
+    /// Starts stopped child `name` again from its recipe, its output appended to its log.
+    pub(crate) fn start_again(&mut self, name: &str) -> Result<()> {
+        let supervised = self.find(name)?;
+        let recipe = supervised
+            .recipe
+            .as_ref()
+            .ok_or_else(|| Error::Unexpected(format!("{name} cannot be restarted (no recipe)")))?;
+        if !supervised.stopped {
+            return Err(Error::Unexpected(format!("{name} is running; stop it first")));
+        }
+        let child = Self::launch(supervised.name, (recipe.0)(), &supervised.log, true)?;
+        supervised.child = child;
+        supervised.stopped = false;
+        let pid = supervised.child.id();
+        self.tell_watchdog(&format!("pid {pid}"));
+        tracing::debug!(program = name, pid, "Started again");
+        Ok(())
+    }
+
+    fn find(&mut self, name: &str) -> Result<&mut Supervised> {
+        self.children
+            .iter_mut()
+            .find(|s| s.name == name)
+            .ok_or_else(|| Error::Unexpected(format!("no child process {name}")))
+    }
+
+    fn launch(name: &'static str, mut command: Command, log: &Path, append: bool) -> Result<Child> {
+        let io = |source| Error::Io { action: "open log", path: log.to_owned(), source };
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .append(append)
+            .truncate(!append)
+            .open(log)
+            .map_err(io)?;
         let err = out.try_clone().map_err(io)?;
-        let child = command
+        command
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
@@ -89,19 +166,16 @@ impl Processes {
             // the children through the watchdog, which a shared cluster needs to outlive them.
             .process_group(0)
             .spawn()
-            .map_err(|source| Error::Spawn { program: name.into(), source })?;
-        let pid = child.id();
-        self.tell_watchdog(&format!("pid {pid}"));
-        tracing::debug!(program = name, pid, log = %log.display(), "Started");
-        self.children.push(Supervised { name, child, log });
-        Ok(())
+            .map_err(|source| Error::Spawn { program: name.into(), source })
     }
 
     /// Fails if any child has exited, with the end of its log.
     pub(crate) fn check_alive(&mut self) -> Result<()> {
-        let dead = self.children.iter_mut().find_map(|supervised| match supervised.child.try_wait() {
-            Ok(Some(status)) => Some((supervised.child.id(), exited(supervised, status))),
-            _ => None,
+        let dead = self.children.iter_mut().filter(|s| !s.stopped).find_map(|supervised| {
+            match supervised.child.try_wait() {
+                Ok(Some(status)) => Some((supervised.child.id(), exited(supervised, status))),
+                _ => None,
+            }
         });
         match dead {
             Some((pid, error)) => {

@@ -5,6 +5,7 @@
 //!      ─▶ {id, name, location, properties: {clientId, principalId, tenantId}}
 //!  PUT …/userAssignedIdentities/{name}/federatedIdentityCredentials/{fic}
 //!      {"properties":{"issuer","subject","audiences":[…]}}
+//!  GET …/userAssignedIdentities/{name}/federatedIdentityCredentials   (paged: value, nextLink)
 //! ```
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -45,6 +46,22 @@ pub struct FederatedCredential {
 
 fn text(v: &Value, pointer: &str) -> String {
     v.pointer(pointer).and_then(Value::as_str).unwrap_or_default().to_string()
+}
+
+impl FederatedCredential {
+    fn from_body(v: &Value) -> Self {
+        Self {
+            id: text(v, "/id"),
+            name: text(v, "/name"),
+            issuer: text(v, "/properties/issuer"),
+            subject: text(v, "/properties/subject"),
+            audiences: v
+                .pointer("/properties/audiences")
+                .and_then(Value::as_array)
+                .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
+                .unwrap_or_default(),
+        }
+    }
 }
 
 impl ArmClient {
@@ -114,17 +131,25 @@ impl ArmClient {
             let id = request_id();
             let initial = self.send(Method::PUT, &url, Some(&body), subscription, &id, Mode::Call).await?;
             let done = self.complete(initial, &url, &resource, subscription, &id).await?;
-            Ok(FederatedCredential {
-                id: text(&done, "/id"),
-                name: text(&done, "/name"),
-                issuer: text(&done, "/properties/issuer"),
-                subject: text(&done, "/properties/subject"),
-                audiences: done
-                    .pointer("/properties/audiences")
-                    .and_then(Value::as_array)
-                    .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
-                    .unwrap_or_default(),
-            })
+            Ok(FederatedCredential::from_body(&done))
+        })
+        .await
+    }
+
+    /// Every federated identity credential of an identity, all pages (`federated_credential_list`).
+    pub async fn list_federated_credentials(
+        &self,
+        subscription: &str,
+        resource_group: &str,
+        identity: &str,
+    ) -> Result<Vec<FederatedCredential>, Error> {
+        let mut segments = Self::identity_segments(subscription, resource_group, identity);
+        segments.push("federatedIdentityCredentials");
+        let resource = format!("/{}", segments.join("/"));
+        self.observed(Operation::FederatedCredentialList, &resource, async {
+            let url = self.url(&segments, &self.options().identity_api_version)?;
+            let items = self.list_all(url, subscription).await?;
+            Ok(items.iter().map(FederatedCredential::from_body).collect())
         })
         .await
     }

@@ -24,6 +24,8 @@ pub enum Operation {
     IdentityGet,
     /// PUT a federated identity credential.
     FederatedCredentialPut,
+    /// List the federated identity credentials of an identity.
+    FederatedCredentialList,
     /// PUT a role assignment.
     RoleAssignmentPut,
     /// List role assignments.
@@ -42,6 +44,7 @@ impl Operation {
             Operation::VmssList => "vmss_list",
             Operation::IdentityGet => "identity_get",
             Operation::FederatedCredentialPut => "federated_credential_put",
+            Operation::FederatedCredentialList => "federated_credential_list",
             Operation::RoleAssignmentPut => "role_assignment_put",
             Operation::RoleAssignmentList => "role_assignment_list",
         }

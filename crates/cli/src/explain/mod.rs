@@ -4,7 +4,10 @@
 //!
 //! ```text
 //!  pod ─▶ label ─▶ exceptions ─▶ bindings ─▶ identities ─▶ assignments ─▶ node's scale set ─▶ verdict
+//!                                              └─ federated identity: service account ─▶ subject
+//!                                                 ─▶ issuer ─▶ federated credential on the identity
 //! ```
+mod federation;
 mod identity;
 mod pod;
 

@@ -1,4 +1,5 @@
-//! `podid explain pod NS/NAME`.
+//! `podid explain pod NS/NAME`: the agent's decision — a federated identity first
+//! ([`podid_core::federation::decide_federated`]), else the standard or managed one — step by step.
 use std::io::Write;
 use std::process::ExitCode;
 
@@ -7,10 +8,12 @@ use kube::Api;
 use podid_api::{AzureAssignedIdentity, AzureIdentity, AzureIdentityBinding, AzurePodIdentityException};
 use podid_core::agent::{self, Options, Outcome, Pending, Request};
 use podid_core::exception::{ExceptReason, except_reason};
+use podid_core::federation::{self as core_fed, Federation};
 use podid_core::matching::{self, MatchOptions, validate_identity};
 use podid_core::scaleset::Target;
 use podid_core::{Diagnostic, PodView};
 
+use super::federation::{self, Chain};
 use super::{Report, key};
 use crate::args::{ExplainPod, Mode};
 use crate::error::{Error, KubeContext, Result};
@@ -53,12 +56,31 @@ async fn load(client: &kube::Client, ns: &str, name: &str) -> Result<World> {
 pub(crate) async fn pod(client: &kube::Client, args: &ExplainPod, out: &mut impl Write) -> Result<ExitCode> {
     let (ns, name) = split_ref(&args.pod, "the pod")?;
     let world = load(client, &ns, &name).await?;
-    let report = explain(&world, args);
+    let chain = match federated_outcome(&world, args) {
+        Some(Outcome::Serve(identity)) if federation::federation(args.mode).covers(identity) => {
+            Some(federation::chain(client, args, &world.pod, identity).await)
+        }
+        _ => None,
+    };
+    let report = explain(&world, args, chain);
     report.write(args.output, out)?;
     Ok(ExitCode::SUCCESS)
 }
 
-fn explain(w: &World, args: &ExplainPod) -> Report {
+/// The agent's federated decision (`None`: no federated identity is bound; the mode decides).
+fn federated_outcome<'a>(w: &'a World, args: &ExplainPod) -> Option<Outcome<'a>> {
+    let opts = Options { force_namespaced: args.force_namespaced, mic_namespace: &args.mic_namespace };
+    let lookup = |ns: &str, name: &str| {
+        w.identities
+            .iter()
+            .find(|i| i.metadata.namespace.as_deref() == Some(ns) && i.metadata.name.as_deref() == Some(name))
+    };
+    let bound = core_fed::bound_identities(&w.pod, &w.bindings, lookup, opts);
+    let federation: Federation = federation::federation(args.mode);
+    core_fed::decide_federated(&w.pod, &Request::default(), &bound, &w.exceptions, opts, federation)
+}
+
+fn explain(w: &World, args: &ExplainPod, chain: Option<Chain>) -> Report {
     let mut r = Report::new(format!("pod {} ({} mode)", w.pod.key, mode_name(args.mode)));
     let match_opts = MatchOptions { force_namespaced: args.force_namespaced };
     let opts = Options { force_namespaced: args.force_namespaced, mic_namespace: &args.mic_namespace };
@@ -78,18 +100,40 @@ fn explain(w: &World, args: &ExplainPod) -> Report {
     let mut bindings = vec![namespace_rule(args)];
     bindings.extend(binding_lines(w, args, &desired.diagnostics));
     r.step("bindings", bindings);
-    if args.mode == Mode::Standard {
-        r.step("assigned identities", assigned_lines(w, &desired));
+    let missing = chain.as_ref().and_then(|c| c.missing.clone());
+    match chain {
+        Some(chain) => r.step("federation", chain.lines),
+        None if args.mode == Mode::Standard => r.step("assigned identities", assigned_lines(w, &desired)),
+        None => {}
     }
     let target = node_target(w);
     r.step("node", vec![node_line(w, &target)]);
 
     let req = Request::default();
-    let outcome = match args.mode {
-        Mode::Standard => agent::decide_standard(&w.pod, &req, &w.assigned, &w.exceptions, opts),
-        Mode::Managed => agent::decide_managed(&w.pod, &req, &w.bindings, &w.identities, &w.exceptions, opts),
+    let outcome = match (federated_outcome(w, args), args.mode) {
+        (Some(outcome), _) => outcome,
+        (None, Mode::Standard) => agent::decide_standard(&w.pod, &req, &w.assigned, &w.exceptions, opts),
+        (None, Mode::Managed) => {
+            agent::decide_managed(&w.pod, &req, &w.bindings, &w.identities, &w.exceptions, opts)
+        }
+        (None, Mode::Federated) => Outcome::Refuse(agent::not_bound(&w.pod, &req)),
     };
     r.verdict = match outcome {
+        Outcome::Serve(identity) if federation::federation(args.mode).covers(identity) => {
+            r.identity = Some(key(identity));
+            let mut v = format!(
+                "pod {} gets identity {} (client id {}) through federation, as service account {}/{}",
+                w.pod.key,
+                key(identity),
+                identity.spec.client_id,
+                w.pod.key.namespace,
+                w.pod.service_account
+            );
+            if let Some(missing) = missing {
+                v.push_str(&format!(" — but Entra ID refuses the exchange: {missing}"));
+            }
+            v
+        }
         Outcome::Serve(identity) => {
             r.identity = Some(key(identity));
             format!(
@@ -150,6 +194,7 @@ fn mode_name(mode: Mode) -> &'static str {
     match mode {
         Mode::Standard => "standard",
         Mode::Managed => "managed",
+        Mode::Federated => "federated",
     }
 }
 
@@ -158,10 +203,10 @@ fn namespace_rule(args: &ExplainPod) -> String {
         (Mode::Managed, _) => {
             "namespace rule: managed mode reads only bindings and identities of the pod's namespace".into()
         }
-        (Mode::Standard, true) => {
+        (Mode::Standard | Mode::Federated, true) => {
             "namespace rule: --force-namespaced: pod, binding and identity must share one namespace".into()
         }
-        (Mode::Standard, false) => {
+        (Mode::Standard | Mode::Federated, false) => {
             "namespace rule: bindings of any namespace apply, except for identities annotated \
                                     aadpodidentity.k8s.io/Behavior: namespaced"
                 .into()

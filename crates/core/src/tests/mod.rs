@@ -14,6 +14,7 @@ use crate::{PodKey, PodView};
 
 mod agent;
 mod diff;
+mod federation;
 mod matching;
 mod props;
 mod scaleset;

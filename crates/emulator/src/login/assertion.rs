@@ -206,28 +206,55 @@ async fn federated(
     let iss = str_claim(claims, "iss").to_string();
     let sub = str_claim(claims, "sub").to_string();
     let auds = audiences(claims);
-    let no_match = || {
-        AadError::invalid_request(
-            70021,
-            format!(
-                "No matching federated identity record found for presented assertion. Assertion Issuer: '{iss}'. Assertion Subject: '{sub}'. Assertion Audience: '{}'. https://docs.microsoft.com/en-us/azure/active-directory/develop/workload-identity-federation",
-                auds.join(",")
-            ),
-        )
-    };
     if !creds.iter().any(|c| c.issuer == iss) {
-        return Err(no_match());
+        // An unknown issuer is refused before anything is fetched from it.
+        match_credential(&creds, &iss, &sub, &auds)?;
     }
     check_times(claims)?;
     verify_with_issuer(shared, &iss, jwt, header).await?;
-    let matched = creds.iter().any(|c| {
-        c.issuer == iss && c.subject == sub && c.audiences.iter().any(|a| auds.iter().any(|x| x == a))
-    });
-    if !matched {
-        return Err(no_match());
-    }
+    match_credential(&creds, &iss, &sub, &auds)?;
     tracing::info!(client_id, issuer = iss, subject = sub, "Federated assertion accepted");
     Ok(Verified { subject, auth: ClientAuth::Assertion })
+}
+
+/// Matches a verified assertion's claims against federated identity credentials as Entra ID does:
+/// the issuer exactly (AADSTS700211), then one of the credential's audiences (AADSTS700212), then
+/// the subject exactly (AADSTS70021, the error workload-identity users meet most).
+pub fn match_credential(
+    creds: &[FederatedCredential],
+    iss: &str,
+    sub: &str,
+    auds: &[String],
+) -> Result<(), AadError> {
+    let presented = auds.join(",");
+    let by_issuer: Vec<&FederatedCredential> = creds.iter().filter(|c| c.issuer == iss).collect();
+    if by_issuer.is_empty() {
+        return Err(AadError::invalid_request(
+            700_211,
+            format!(
+                "No matching federated identity record found for presented assertion issuer '{iss}'. Please check your federated identity credential Subject, Audience and Issuer against the presented assertion. https://learn.microsoft.com/entra/workload-id/workload-identity-federation"
+            ),
+        ));
+    }
+    let by_audience: Vec<&&FederatedCredential> =
+        by_issuer.iter().filter(|c| c.audiences.iter().any(|a| auds.iter().any(|x| x == a))).collect();
+    if by_audience.is_empty() {
+        return Err(AadError::invalid_request(
+            700_212,
+            format!(
+                "No matching federated identity record found for presented assertion audience '{presented}'. Please check your federated identity credential Subject, Audience and Issuer against the presented assertion. https://learn.microsoft.com/entra/workload-id/workload-identity-federation"
+            ),
+        ));
+    }
+    if by_audience.iter().any(|c| c.subject == sub) {
+        return Ok(());
+    }
+    Err(AadError::invalid_request(
+        70021,
+        format!(
+            "No matching federated identity record found for presented assertion. Assertion Issuer: '{iss}'. Assertion Subject: '{sub}'. Assertion Audience: '{presented}'. https://docs.microsoft.com/en-us/azure/active-directory/develop/workload-identity-federation"
+        ),
+    ))
 }
 
 fn oidc_failure(detail: impl std::fmt::Display) -> AadError {
@@ -265,4 +292,62 @@ async fn verify_with_issuer(
         .filter_map(|k| jsonwebtoken::DecodingKey::from_jwk(k).ok())
         .any(|key| verify_signature(jwt, &key, alg).is_ok());
     if ok { Ok(()) } else { Err(AadError::bad_signature()) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ISS: &str = "https://127.0.0.1:6443";
+    const SUB: &str = "system:serviceaccount:team:app";
+    const AUD: &str = "api://AzureADTokenExchange";
+
+    fn creds() -> Vec<FederatedCredential> {
+        vec![FederatedCredential {
+            name: "kube".into(),
+            issuer: ISS.into(),
+            subject: SUB.into(),
+            audiences: vec![AUD.into()],
+        }]
+    }
+
+    fn code(r: Result<(), AadError>) -> u32 {
+        r.err().map(|e| e.code).unwrap_or(0)
+    }
+
+    #[test]
+    fn matching_credential_is_accepted() {
+        assert!(match_credential(&creds(), ISS, SUB, &[AUD.into()]).is_ok());
+    }
+
+    #[test]
+    fn unknown_issuer_is_700211_and_issuer_must_match_exactly() {
+        assert_eq!(code(match_credential(&creds(), "https://127.0.0.1:6443/", SUB, &[AUD.into()])), 700_211);
+        assert_eq!(code(match_credential(&[], ISS, SUB, &[AUD.into()])), 700_211);
+    }
+
+    #[test]
+    fn audience_outside_the_credential_s_audiences_is_700212() {
+        assert_eq!(code(match_credential(&creds(), ISS, SUB, &["https://127.0.0.1:6443".into()])), 700_212);
+    }
+
+    #[test]
+    fn other_service_account_is_70021_naming_the_presented_subject() {
+        let err =
+            match_credential(&creds(), ISS, "system:serviceaccount:team:other", &[AUD.into()]).unwrap_err();
+        assert_eq!(err.code, 70021);
+        assert!(err.message.contains("system:serviceaccount:team:other"));
+    }
+
+    #[test]
+    fn expired_or_not_yet_valid_assertion_is_700024() {
+        let now = clock::now_unix() as f64;
+        let expired = serde_json::json!({"exp": now - 3600.0, "nbf": now - 7200.0});
+        let early = serde_json::json!({"exp": now + 7200.0, "nbf": now + 3600.0});
+        let fine = serde_json::json!({"exp": now + 600.0, "nbf": now - 10.0});
+        assert_eq!(code(check_times(&expired)), 700_024);
+        assert_eq!(code(check_times(&early)), 700_024);
+        assert_eq!(code(check_times(&serde_json::json!({}))), 700_024);
+        assert!(check_times(&fine).is_ok());
+    }
 }

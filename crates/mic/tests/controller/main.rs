@@ -6,6 +6,8 @@ mod support;
 
 mod arm_faults;
 mod assign;
+mod faults;
+mod federated;
 mod ha;
 mod nodes;
 mod removal;

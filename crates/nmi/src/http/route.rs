@@ -2,8 +2,8 @@
 //!
 //! Upstream routed `/metadata/Identity/oauth2/token` (capital I) and other near-misses to the
 //! transparent proxy, which is how CVE-2022-23551 (backslashes) leaked node identities to pods.
-//! podid decides on the *normalised* path (percent-decoded, `\` read as `/`, repeated `/`
-//! collapsed, `.` and `..` resolved): the exact token path (with "metadata" in any case, optional
+//! podid decides on the *normalised* path (percent-decoded to a fixpoint, `\` read as `/`, `;`
+//! parameters dropped, repeated `/` collapsed, `.` and `..` resolved): the exact token path (with "metadata" in any case, optional
 //! trailing slash) is the token handler; any other path under `/metadata/identity` in any spelling
 //! is refused with 400; nothing identity-related is ever proxied.
 use std::borrow::Cow;
@@ -39,13 +39,32 @@ fn is(re: &LazyLock<Option<Regex>>, s: &str) -> bool {
     re.as_ref().is_some_and(|r| r.is_match(s))
 }
 
-/// Percent-decodes (lossily), reads `\` as `/`, collapses `//`, resolves `.` and `..`.
+/// How many rounds of percent-decoding [`normalise`] applies before giving up on a path that
+/// still decodes further (each round shrinks it, so this only bounds the work).
+const MAX_DECODE_ROUNDS: usize = 16;
+
+/// Percent-decodes (lossily) until nothing changes, so `%252F` is read as `/` as a server that
+/// decodes twice would; a path still encoded after [`MAX_DECODE_ROUNDS`] keeps its last form.
+fn decode_fully(raw: &str) -> Cow<'_, str> {
+    let mut current: Cow<'_, str> = Cow::Borrowed(raw);
+    for _ in 0..MAX_DECODE_ROUNDS {
+        let next = percent_decode_str(&current).decode_utf8_lossy().into_owned();
+        if next == current {
+            break;
+        }
+        current = Cow::Owned(next);
+    }
+    current
+}
+
+/// Percent-decodes to a fixpoint (lossily), reads `\` as `/`, drops `;` parameters from each
+/// segment (as servlet-style servers do), collapses `//`, resolves `.` and `..`.
 pub fn normalise(raw: &str) -> String {
-    let decoded: Cow<'_, str> = percent_decode_str(raw).decode_utf8_lossy();
+    let decoded = decode_fully(raw);
     let slashed = decoded.replace('\\', "/");
     let mut parts: Vec<&str> = Vec::new();
     for seg in slashed.split('/') {
-        match seg {
+        match seg.split(';').next().unwrap_or_default() {
             "" | "." => {}
             ".." => {
                 parts.pop();
@@ -114,6 +133,13 @@ mod tests {
             "/metadata/identity/info",
             "/%6Detadata/identity/oauth2/token",
             "/metadata/identity/oauth2/token%00",
+            // Were proxied before the guard decoded to a fixpoint and dropped `;` parameters
+            // (issue #9's security table; the agent_request fuzz target checks the whole class).
+            "/metadata%252Fidentity%252Finfo",
+            "/metadata/identit%2579/info",
+            "/metadata%25252Fidentity%25252Finfo",
+            "/metadata;x=y/identity/info",
+            "/metadata;/identity",
         ] {
             assert_eq!(classify(p, false), Route::InvalidTokenPath, "{p}");
         }
@@ -139,5 +165,6 @@ mod tests {
     fn normalise_resolves_dots_slashes_and_escapes() {
         assert_eq!(normalise(r"/a//b\c/./d/../e%2Ff/"), "/a/b/c/e/f/");
         assert_eq!(normalise("/.."), "/");
+        assert_eq!(normalise("/a%252Fb;p=1/c"), "/a/b/c");
     }
 }

@@ -1,7 +1,8 @@
 //! `/metadata/identity/oauth2/token` (pod-facing) and `/host/token` (node-local), upstream §3.5–3.6.
 //!
-//! Request → caller pod (by source IP) → decision (`podid_core::agent`, re-evaluated on every
-//! index change while a standard-mode assignment is pending) → token source → cache → answer.
+//! Request → caller pod (by source IP) → decision (`podid_core::federation` for federated
+//! identities, else `podid_core::agent`, re-evaluated on every index change while a standard-mode
+//! assignment is pending) → token source → cache → answer.
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
@@ -10,6 +11,7 @@ use axum::response::Response;
 use http::{HeaderValue, StatusCode};
 use podid_api::{AzureIdentity, IdentityKind, ResourceExt};
 use podid_core::agent::{self, Outcome, Pending, Refusal, RefusalKind};
+use podid_core::federation;
 use podid_core::{PodKey, PodView};
 use tokio::time::Instant;
 use tracing::info;
@@ -17,7 +19,7 @@ use tracing::info;
 use super::{has_metadata_header, json, metadata_header_missing, plain};
 use crate::cache::CacheStatus;
 use crate::state::{AgentState, Config, Mode};
-use crate::token::{TokenError, TokenSet, TokenSource};
+use crate::token::{BoundPod, TokenError, TokenSet, TokenSource};
 
 /// How long a request waits for its pod to show up in the index (watch lag after pod start).
 const POD_WAIT: Duration = Duration::from_millis(1200);
@@ -169,6 +171,9 @@ async fn resolve(state: &AgentState, pod: &PodKey, params: &Params) -> Resolved 
 }
 
 /// One look at the index.
+// Returned once per look at the index and matched at once: boxing `Resolved` would only add an
+// allocation on the hot path.
+#[allow(clippy::large_enum_variant)]
 enum Step {
     Done(Resolved),
     /// Standard mode: still pending (with the pod, for the eventual message).
@@ -186,26 +191,61 @@ fn decide_once(state: &AgentState, pod: &PodKey, params: &Params) -> Step {
         force_namespaced: state.config.force_namespaced,
         mic_namespace: &state.config.mic_namespace,
     };
+    let federation = state.config.mode.federation();
+    let bound = federation::bound_identities(view, idx.all_bindings(), |ns, n| idx.identity(ns, n), opts);
     let exceptions = idx.exceptions_in(&pod.namespace);
-    let outcome = match state.config.mode {
-        Mode::Standard => agent::decide_standard(view, &req, idx.assigned_for(pod), exceptions, opts),
-        Mode::Managed => {
+    let federated = federation::decide_federated(view, &req, &bound, exceptions, opts, federation);
+    let exceptions = idx.exceptions_in(&pod.namespace);
+    let outcome = match (federated, state.config.mode) {
+        (Some(outcome), _) => outcome,
+        (None, Mode::Standard) => agent::decide_standard(view, &req, idx.assigned_for(pod), exceptions, opts),
+        (None, Mode::Managed) => {
             let ns = &pod.namespace;
             agent::decide_managed(view, &req, idx.bindings_in(ns), idx.identities_in(ns), exceptions, opts)
         }
+        (None, Mode::Federated) => Outcome::Refuse(agent::not_bound(view, &req)),
     };
     match outcome {
         Outcome::Direct(_) => Step::Done(Resolved::Direct { client_id: params.client_id.clone() }),
-        Outcome::Serve(identity) => Step::Done(serve(identity, &state.config)),
+        Outcome::Serve(identity) => Step::Done(serve(identity, &state.config, view, idx.pod_uid(pod))),
         Outcome::Refuse(r) => Step::Done(Resolved::Refuse(r)),
         Outcome::Pending(p) => Step::Wait(p, Box::new(view.clone())),
     }
 }
 
-/// Where the token of a chosen identity comes from.
-pub fn source_for(identity: &AzureIdentity, config: &Config) -> Result<TokenSource, Refusal> {
+/// Where the token of a chosen identity comes from, for `pod` (whose `uid` federated tokens are
+/// bound to, when known).
+pub fn source_for(
+    identity: &AzureIdentity,
+    config: &Config,
+    pod: &PodView,
+    uid: Option<&str>,
+) -> Result<TokenSource, Refusal> {
     let spec = &identity.spec;
     let kind = spec.kind().map_err(|e| Refusal { kind: RefusalKind::Forbidden, message: e.to_string() })?;
+    if config.mode.federation().covers(identity) {
+        federation::validate_federated(identity)
+            .map_err(|message| Refusal { kind: RefusalKind::Forbidden, message })?;
+        let tenant_id = if spec.tenant_id.is_empty() { &config.tenant_id } else { &spec.tenant_id };
+        if tenant_id.is_empty() {
+            return Err(Refusal {
+                kind: RefusalKind::Internal,
+                message: format!(
+                    "federated identity {}/{} has no tenantID and the agent has none (--tenant-id)",
+                    identity.namespace().unwrap_or_default(),
+                    identity.name_any()
+                ),
+            });
+        }
+        return Ok(TokenSource::Federated {
+            authority: config.default_authority.clone(),
+            tenant_id: tenant_id.clone(),
+            client_id: spec.client_id.clone(),
+            namespace: pod.key.namespace.clone(),
+            service_account: pod.service_account.clone(),
+            pod: BoundPod { name: pod.key.name.clone(), uid: uid.unwrap_or_default().to_string() },
+        });
+    }
     Ok(match kind {
         IdentityKind::UserAssigned => TokenSource::Imds { client_id: Some(spec.client_id.clone()) },
         IdentityKind::ServicePrincipal | IdentityKind::ServicePrincipalCertificate => {
@@ -230,8 +270,8 @@ pub fn source_for(identity: &AzureIdentity, config: &Config) -> Result<TokenSour
     })
 }
 
-fn serve(identity: &AzureIdentity, config: &Config) -> Resolved {
-    match source_for(identity, config) {
+fn serve(identity: &AzureIdentity, config: &Config, pod: &PodView, uid: Option<&str>) -> Resolved {
+    match source_for(identity, config, pod, uid) {
         Ok(source) => Resolved::Serve {
             source,
             identity: format!("{}/{}", identity.namespace().unwrap_or_default(), identity.name_any()),

@@ -69,6 +69,9 @@ impl TokenProvider for FakeProvider {
         let who = match source {
             TokenSource::Imds { client_id } => client_id.clone().unwrap_or_else(|| "system".into()),
             TokenSource::ServicePrincipal { client_id, .. } => client_id.clone(),
+            TokenSource::Federated { client_id, namespace, service_account, .. } => {
+                format!("{client_id}-as-{namespace}:{service_account}")
+            }
         };
         let now = podid_nmi::token::Clock::now(self.clock.as_ref());
         let delay = *self.delay.lock();

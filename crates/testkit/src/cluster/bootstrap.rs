@@ -30,7 +30,7 @@ pub(crate) async fn wait_ready(client: &Client, processes: &mut Processes, timeo
     .await
 }
 
-async fn readyz(client: &Client) -> bool {
+pub(crate) async fn readyz(client: &Client) -> bool {
     // Refused connections and 500s are expected until it is ready; kube would log each as an error.
     let probe = client.request_text(get("/readyz")).with_subscriber(NoSubscriber::default());
     probe.await.is_ok_and(|body| body.trim() == "ok")

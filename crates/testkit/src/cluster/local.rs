@@ -16,7 +16,7 @@ use std::time::Duration;
 use kube::config::Kubeconfig;
 
 use crate::binaries::Binaries;
-use crate::process::Processes;
+use crate::process::{Processes, Recipe};
 use crate::{Error, Result, TOKEN_EXCHANGE_AUDIENCE, kubeconfig, pki};
 
 use super::bootstrap;
@@ -25,6 +25,8 @@ const ATTEMPTS: u32 = 3;
 /// Generous: a start takes 4-10 s on two cores, longer while other builds share them.
 pub(crate) const START_TIMEOUT: Duration = Duration::from_secs(90);
 const ADMIN_USER: &str = "podid-admin";
+/// The API server's name among the cluster's child processes.
+pub(crate) const APISERVER: &str = "kube-apiserver";
 
 /// A running local API server.
 #[derive(Debug)]
@@ -33,6 +35,8 @@ pub(crate) struct Started {
     pub(crate) admin: Kubeconfig,
     pub(crate) server_url: String,
     pub(crate) ca_pem: String,
+    /// etcd's client URL (for compaction in fault tests).
+    pub(crate) etcd_url: String,
 }
 
 /// Files written once per cluster, reused across port retries.
@@ -80,15 +84,15 @@ async fn start_once(
     let server_url = format!("https://127.0.0.1:{api_port}");
     let mut processes = Processes::new(&cleanup.remove, cleanup.outlive)?;
     processes.spawn("etcd", etcd(binaries, dir, attempt, etcd_port, peer_port), dir.join("etcd.log"))?;
-    processes.spawn(
-        "kube-apiserver",
-        apiserver(binaries, dir, etcd_port, api_port, &server_url),
-        dir.join("kube-apiserver.log"),
-    )?;
+    let (recipe_binaries, recipe_dir, recipe_url) = (binaries.clone(), dir.to_owned(), server_url.clone());
+    let recipe =
+        Recipe(Box::new(move || apiserver(&recipe_binaries, &recipe_dir, etcd_port, api_port, &recipe_url)));
+    processes.spawn_recipe(APISERVER, recipe, dir.join("kube-apiserver.log"))?;
     let admin = kubeconfig::single(&server_url, &files.ca_pem, kubeconfig::token(&files.admin_token));
     let client = kubeconfig::client(admin.clone())?;
     bootstrap::wait_ready(&client, &mut processes, START_TIMEOUT).await?;
-    Ok(Started { processes, admin, server_url, ca_pem: files.ca_pem.clone() })
+    let etcd_url = format!("http://127.0.0.1:{etcd_port}");
+    Ok(Started { processes, admin, server_url, ca_pem: files.ca_pem.clone(), etcd_url })
 }
 
 fn write_files(dir: &Path) -> Result<Files> {

@@ -7,6 +7,7 @@
 //!
 //!   cluster.namespace("nmi-lookup")   a fresh namespace per test keeps tests independent
 //!   cluster.client() / client_as(user, groups) / service_account_client(ns, sa)
+//!   cluster.restart_apiserver() / compact_etcd()   fault tests, on a cluster of their own
 //! ```
 //!
 //! Other identities are made by impersonation (the admin sends `Impersonate-User` and
@@ -15,6 +16,7 @@
 //! Service accounts get real tokens from the TokenRequest API instead.
 mod bootstrap;
 mod local;
+mod restart;
 mod shared;
 
 use std::path::{Path, PathBuf};
@@ -40,8 +42,9 @@ pub use shared::KUBECONFIG_ENV;
 #[derive(Debug)]
 pub struct TestCluster {
     // Field order is drop order: processes stop before their folder is removed.
-    /// Held for its `Drop`: the children (if any) and the watchdog.
-    _processes: Processes,
+    /// The children (if any) and the watchdog; killed on drop. Locked only briefly (never
+    /// across an await), to stop and start the API server.
+    processes: std::sync::Mutex<Processes>,
     /// Scratch folder; for a cluster started by this process, also the cluster's folder.
     dir: TempDir,
     local: bool,
@@ -50,6 +53,8 @@ pub struct TestCluster {
     server_url: String,
     ca_pem: Option<String>,
     issuer: String,
+    /// etcd's client URL, for a cluster the test kit started.
+    etcd_url: Option<String>,
 }
 
 impl TestCluster {
@@ -86,7 +91,8 @@ impl TestCluster {
         );
         Ok(Self {
             issuer: started.server_url.clone(),
-            _processes: started.processes,
+            processes: std::sync::Mutex::new(started.processes),
+            etcd_url: Some(started.etcd_url),
             dir,
             local: true,
             kubeconfig_path,
@@ -105,7 +111,8 @@ impl TestCluster {
         tracing::info!(server = %server_url, kubeconfig = %kubeconfig_path.display(), "Using an existing cluster");
         Ok(Self {
             // No children: the watchdog only removes the scratch folder if this process dies.
-            _processes: Processes::new(scratch.path(), None)?,
+            processes: std::sync::Mutex::new(Processes::new(scratch.path(), None)?),
+            etcd_url: None,
             dir: scratch,
             local,
             ca_pem: kubeconfig::ca_pem(&admin),

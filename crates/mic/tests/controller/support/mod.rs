@@ -89,6 +89,11 @@ impl Env {
     }
 
     pub fn arm(&self) -> ArmClient {
+        self.arm_with_timeout(None)
+    }
+
+    /// An ARM client as the cluster identity; its HTTP requests time out after `timeout`.
+    pub fn arm_with_timeout(&self, timeout: Option<Duration>) -> ArmClient {
         let info = self.emu.info();
         let app = &info.applications[CLUSTER_APP];
         let auth = ArmAuth::Secret {
@@ -101,6 +106,7 @@ impl Env {
             .with_authority_host(Url::parse(&self.emu.login_url()).unwrap());
         let http = HttpOptions {
             extra_ca_files: vec![self.emu.ca_pem_path().to_path_buf()],
+            timeout,
             ..HttpOptions::default()
         };
         let credential = token_source(&auth, &cloud, &http, ImdsOptions::default()).unwrap();
@@ -119,6 +125,11 @@ impl Env {
 
     /// Starts a controller (in this test's runtime).
     pub fn mic(&self, opts: MicOptions) -> Running {
+        self.mic_using(opts, self.arm())
+    }
+
+    /// Starts a controller that talks to ARM through `arm`.
+    pub fn mic_using(&self, opts: MicOptions, arm: ArmClient) -> Running {
         let config = Config {
             settings: Settings {
                 match_options: MatchOptions { force_namespaced: opts.force_namespaced },
@@ -138,7 +149,7 @@ impl Env {
             max_identity_retries: 2,
             concurrency: 20,
         };
-        podid_mic::start(self.client.clone(), self.arm(), config)
+        podid_mic::start(self.client.clone(), arm, config)
     }
 
     /// Node `{ns}-n{i}`: instance `i` of the built-in scale set.

@@ -1,0 +1,172 @@
+//! `podid install`: the manifests that deploy podid on a cluster, as ordered JSON objects.
+//!
+//! ```text
+//!  InstallOptions ─▶ render ─▶ [CRDs, ServiceAccounts, RBAC, controller, agent, exceptions, policy]
+//!                                 │
+//!                     print as YAML (podid install) │ apply server-side (podid install --apply)
+//! ```
+//!
+//! The same objects are committed as a kustomize tree under `deploy/` (`make deploy`); a test checks
+//! that `kubectl kustomize deploy/overlays/<mode>` renders exactly what `render` returns.
+pub(crate) mod apply;
+mod crds;
+pub mod kustomize;
+mod policy;
+mod rbac;
+mod workloads;
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::ValueEnum;
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+
+pub use apply::apply;
+pub use crds::CRD_YAML;
+pub use policy::{AKS_ADDON_EXCEPTION, MIC_EXCEPTION, NET_RAW_CONSTRAINT};
+pub use workloads::{MIC_DEPLOYMENT, NMI_DAEMONSET};
+
+/// Name of the controller's ServiceAccount.
+pub const MIC_SERVICE_ACCOUNT: &str = "podid-mic";
+/// Name of the agent's ServiceAccount.
+pub const NMI_SERVICE_ACCOUNT: &str = "podid-nmi";
+/// Field manager of `podid install --apply`.
+pub const FIELD_MANAGER: &str = "podid-install";
+/// Label on every object `install` renders (what `uninstall` looks for).
+pub const PART_OF_LABEL: (&str, &str) = ("app.kubernetes.io/part-of", "podid");
+
+/// How podid runs on the cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum Mode {
+    /// Controller + agent: the controller assigns identities to the nodes' scale sets.
+    #[default]
+    Standard,
+    /// Agent only: identities are assigned to the scale sets out of band (AKS managed mode).
+    Managed,
+    /// Agent only: tokens by workload identity federation (service account token exchange).
+    Federated,
+}
+
+impl Mode {
+    /// The agent's `--operation-mode` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Standard => "standard",
+            Self::Managed => "managed",
+            Self::Federated => "federated",
+        }
+    }
+
+    /// Whether the controller is deployed.
+    pub fn has_controller(self) -> bool {
+        self == Self::Standard
+    }
+}
+
+/// What to install.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstallOptions {
+    /// Operation mode.
+    pub mode: Mode,
+    /// The cluster uses kubenet: start the agent anyway and render the NET_RAW drop policy.
+    pub allow_kubenet: bool,
+    /// Namespace of the controller and the agent.
+    pub namespace: String,
+    /// Registry and repository prefix of the images (`<registry>/podid-mic:<tag>`).
+    pub image_registry: String,
+    /// Image tag.
+    pub tag: String,
+    /// Entra tenant of federated identities without `tenantID` (agent `--tenant-id`); when absent
+    /// in federated mode the agent reads it from the node's `/etc/kubernetes/azure.json`.
+    pub tenant_id: Option<String>,
+    /// Standard/managed mode: some identities are federated per identity (annotation
+    /// `podid.io/federated`), so the agent may create service-account tokens. Implied by
+    /// [`Mode::Federated`].
+    pub federated_identities: bool,
+}
+
+impl Default for InstallOptions {
+    fn default() -> Self {
+        Self {
+            mode: Mode::Standard,
+            allow_kubenet: false,
+            namespace: "kube-system".into(),
+            image_registry: DEFAULT_REGISTRY.into(),
+            tag: DEFAULT_TAG.into(),
+            tenant_id: None,
+            federated_identities: false,
+        }
+    }
+}
+
+/// Default `--image-registry`.
+pub const DEFAULT_REGISTRY: &str = "ghcr.io/podid";
+/// Default `--tag`: this build's version.
+pub const DEFAULT_TAG: &str = concat!("v", env!("CARGO_PKG_VERSION"));
+
+impl InstallOptions {
+    pub(crate) fn image(&self, component: &str) -> String {
+        format!("{}/podid-{component}:{}", self.image_registry.trim_end_matches('/'), self.tag)
+    }
+}
+
+/// Every object of the installation, in apply order: CRDs first, then RBAC, workloads, exceptions.
+pub fn render(opts: &InstallOptions) -> Result<Vec<Value>> {
+    crate::kube_util::valid_name("namespace", &opts.namespace)?;
+    if opts.image_registry.trim().is_empty() || opts.tag.trim().is_empty() {
+        return Err(Error::Usage("--image-registry and --tag must not be empty".into()));
+    }
+    let mut out = crds::crds()?;
+    out.extend(rbac::objects(opts));
+    out.extend(workloads::objects(opts));
+    out.extend(policy::objects(opts));
+    Ok(out)
+}
+
+/// The objects as multi-document YAML.
+pub fn to_yaml(objects: &[Value]) -> Result<String> {
+    let mut text = String::new();
+    for o in objects {
+        text.push_str("---\n");
+        text.push_str(&serde_saphyr::to_string(o).map_err(|e| Error::Serialize(e.to_string()))?);
+    }
+    Ok(text)
+}
+
+/// `metadata.labels` every rendered object carries, plus `component`'s.
+pub(crate) fn labels(component: Option<&str>) -> serde_json::Map<String, Value> {
+    let mut m = serde_json::Map::new();
+    m.insert(PART_OF_LABEL.0.into(), PART_OF_LABEL.1.into());
+    if let Some(c) = component {
+        m.insert("app.kubernetes.io/component".into(), c.into());
+    }
+    m
+}
+
+/// Runs `podid install`: prints the manifests, or applies them when a client is given.
+pub async fn run(
+    args: &crate::args::InstallArgs,
+    client: Option<&kube::Client>,
+    out: &mut impl Write,
+) -> Result<ExitCode> {
+    let opts = InstallOptions {
+        mode: args.mode,
+        allow_kubenet: args.allow_kubenet,
+        namespace: args.namespace.clone(),
+        image_registry: args.image_registry.clone(),
+        tag: args.tag.clone(),
+        tenant_id: args.tenant_id.clone(),
+        federated_identities: args.federated_identities,
+    };
+    let objects = render(&opts)?;
+    match client {
+        Some(client) if args.apply => {
+            apply(client, &objects).await?;
+            writeln!(out, "applied {} objects (mode {})", objects.len(), opts.mode.as_str())?;
+        }
+        _ => out.write_all(to_yaml(&objects)?.as_bytes())?,
+    }
+    Ok(ExitCode::SUCCESS)
+}

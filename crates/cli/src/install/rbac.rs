@@ -1,0 +1,174 @@
+//! Least-privilege RBAC: exactly the verbs the controller and the agent use (see docs/install.md
+//! for each rule and the code that needs it).
+//!
+//! ```text
+//!  podid-mic  ClusterRole: list/watch pods, nodes, identities, bindings;
+//!                          list/watch/create/update/patch/delete assigned identities; create/patch events
+//!             Role (install ns): get/create/update the leader-election Lease
+//!  podid-nmi  ClusterRole: list/watch pods, exceptions, identities, bindings; standard: list/watch
+//!                          assigned identities; get secrets; federated mode (or
+//!                          --federated-identities): create serviceaccounts/token
+//! ```
+use serde_json::{Value, json};
+
+use super::{InstallOptions, MIC_SERVICE_ACCOUNT, Mode, NMI_SERVICE_ACCOUNT, labels};
+
+const GROUP: &str = "aadpodidentity.k8s.io";
+
+fn rule(group: &str, resources: &[&str], verbs: &[&str]) -> Value {
+    json!({ "apiGroups": [group], "resources": resources, "verbs": verbs })
+}
+
+/// The controller's cluster-wide rules.
+pub(crate) fn mic_rules() -> Vec<Value> {
+    vec![
+        rule("", &["pods", "nodes"], &["list", "watch"]),
+        rule(GROUP, &["azureidentities", "azureidentitybindings"], &["list", "watch"]),
+        rule(GROUP, &["azureassignedidentities"], &["list", "watch", "create", "update", "patch", "delete"]),
+        rule("events.k8s.io", &["events"], &["create", "patch"]),
+    ]
+}
+
+/// The controller's rules in its own namespace: its leader-election Lease.
+pub(crate) fn mic_lease_rules() -> Vec<Value> {
+    vec![rule("coordination.k8s.io", &["leases"], &["get", "create", "update"])]
+}
+
+/// The agent's cluster-wide rules in `mode`. Every mode watches identities and bindings (managed
+/// and federated mode decide from them; standard mode for identities annotated
+/// `podid.io/federated`). Only an agent that federates — federated mode, or `federated_identities`
+/// (identities annotated `podid.io/federated` in a standard or managed cluster) — may request
+/// tokens for pods' service accounts: the grant lets it mint a token for any service account, so it
+/// is not rendered where nothing needs it.
+pub(crate) fn nmi_rules(mode: Mode, federated_identities: bool) -> Vec<Value> {
+    let mut rules = vec![
+        rule("", &["pods"], &["list", "watch"]),
+        rule(
+            GROUP,
+            &["azurepodidentityexceptions", "azureidentities", "azureidentitybindings"],
+            &["list", "watch"],
+        ),
+    ];
+    if mode == Mode::Standard {
+        rules.push(rule(GROUP, &["azureassignedidentities"], &["list", "watch"]));
+    }
+    // Service principal identities: the agent reads the secret the identity names.
+    rules.push(rule("", &["secrets"], &["get"]));
+    // Federation: a token for the calling pod's own service account, exchanged at Entra ID.
+    if mode == Mode::Federated || federated_identities {
+        rules.push(rule("", &["serviceaccounts/token"], &["create"]));
+    }
+    rules
+}
+
+fn service_account(name: &str, ns: &str, component: &str) -> Value {
+    json!({
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": { "name": name, "namespace": ns, "labels": labels(Some(component)) },
+    })
+}
+
+fn cluster_role(name: &str, component: &str, rules: Vec<Value>) -> Value {
+    json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRole",
+        "metadata": { "name": name, "labels": labels(Some(component)) },
+        "rules": rules,
+    })
+}
+
+fn cluster_role_binding(name: &str, ns: &str, component: &str) -> Value {
+    json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRoleBinding",
+        "metadata": { "name": name, "labels": labels(Some(component)) },
+        "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name },
+        "subjects": [{ "kind": "ServiceAccount", "name": name, "namespace": ns }],
+    })
+}
+
+/// ServiceAccounts, roles and bindings of the components `opts.mode` deploys.
+pub(crate) fn objects(opts: &InstallOptions) -> Vec<Value> {
+    let ns = opts.namespace.as_str();
+    let mut out = Vec::new();
+    if opts.mode.has_controller() {
+        let name = MIC_SERVICE_ACCOUNT;
+        let lease_role = format!("{name}-leader-election");
+        out.push(service_account(name, ns, "mic"));
+        out.push(cluster_role(name, "mic", mic_rules()));
+        out.push(cluster_role_binding(name, ns, "mic"));
+        out.push(json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": { "name": lease_role, "namespace": ns, "labels": labels(Some("mic")) },
+            "rules": mic_lease_rules(),
+        }));
+        out.push(json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": { "name": lease_role, "namespace": ns, "labels": labels(Some("mic")) },
+            "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": lease_role },
+            "subjects": [{ "kind": "ServiceAccount", "name": name, "namespace": ns }],
+        }));
+    }
+    let name = NMI_SERVICE_ACCOUNT;
+    out.push(service_account(name, ns, "nmi"));
+    out.push(cluster_role(name, "nmi", nmi_rules(opts.mode, opts.federated_identities)));
+    out.push(cluster_role_binding(name, ns, "nmi"));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn grants(rules: &[Value], resource: &str, verb: &str) -> bool {
+        rules.iter().any(|r| {
+            r["resources"].as_array().is_some_and(|a| a.iter().any(|x| x == resource))
+                && r["verbs"].as_array().is_some_and(|a| a.iter().any(|x| x == verb))
+        })
+    }
+
+    #[test]
+    fn the_agent_may_create_tokens_only_where_it_federates_and_never_read_service_accounts() {
+        for mode in [Mode::Standard, Mode::Managed, Mode::Federated] {
+            for federated_identities in [false, true] {
+                let rules = nmi_rules(mode, federated_identities);
+                let federates = mode == Mode::Federated || federated_identities;
+                assert_eq!(grants(&rules, "serviceaccounts/token", "create"), federates, "{mode:?}");
+                assert!(
+                    !grants(&rules, "serviceaccounts", "get") && !grants(&rules, "serviceaccounts", "list")
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn only_the_standard_agent_watches_assigned_identities() {
+        assert!(grants(&nmi_rules(Mode::Standard, false), "azureassignedidentities", "watch"));
+        assert!(!grants(&nmi_rules(Mode::Federated, false), "azureassignedidentities", "watch"));
+        assert!(!grants(&nmi_rules(Mode::Managed, false), "azureassignedidentities", "list"));
+    }
+
+    #[test]
+    fn no_rule_uses_wildcards_or_lists_secrets() {
+        for rules in [
+            mic_rules(),
+            mic_lease_rules(),
+            nmi_rules(Mode::Standard, false),
+            nmi_rules(Mode::Federated, false),
+        ] {
+            let text = serde_json::to_string(&rules).unwrap();
+            assert!(!text.contains('*'), "{text}");
+            assert!(!grants(&rules, "secrets", "list") && !grants(&rules, "secrets", "watch"));
+        }
+    }
+
+    #[test]
+    fn the_agent_may_not_write_assigned_identities() {
+        for verb in ["create", "update", "patch", "delete"] {
+            assert!(!grants(&nmi_rules(Mode::Standard, false), "azureassignedidentities", verb), "{verb}");
+        }
+    }
+}
