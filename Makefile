@@ -34,7 +34,7 @@ test-rust:
 
 test-python:
 	@if [ -d crates/emulator/tests/python ]; then \
-	  $(CARGO) build --workspace --all-targets && \
+	  $(CARGO) build --workspace --bins && \
 	  $(VENV)/bin/python -m pytest -q crates/emulator/tests/python; \
 	fi
 

@@ -114,23 +114,31 @@ pub fn plan(sizes: &Sizes, root: &Path) -> Vec<Planned> {
             &["bench", "-p", "podid-mic", "--bench", "convergence"],
         ));
     }
-    if root.join("crates/nmi/benches/federated.rs").exists() {
-        steps.push(Planned::cargo(&[], &["bench", "-p", "podid-nmi", "--bench", "federated"]));
-    }
-    if sandbox_has_timings(root) {
-        steps.push(Planned::cargo(&[], &["run", "-q", "-p", "podid-cli", "--", "sandbox", "--timings-json"]));
-    }
+    steps.push(Planned::cargo(&[], &["bench", "-p", "podid-nmi", "--bench", "federated"]));
+    // The sandbox runs the controller, agent and demo binaries next to `podid`: build them all,
+    // then time the walkthrough (it prints one BENCH-JSON line per step).
+    steps.push(Planned::cargo(
+        &[],
+        &[
+            "build",
+            "-q",
+            "-p",
+            "podid-cli",
+            "-p",
+            "podid-mic",
+            "-p",
+            "podid-nmi",
+            "-p",
+            "podid-demo",
+            "--bins",
+        ],
+    ));
+    let timings = root.join("target/bench/sandbox.json").display().to_string();
+    steps.push(Planned::cargo(
+        &[],
+        &["run", "-q", "-p", "podid-cli", "--", "sandbox", "--timings-json", &timings],
+    ));
     steps
-}
-
-/// Whether engineer C's `podid sandbox --timings-json` exists in this tree.
-fn sandbox_has_timings(root: &Path) -> bool {
-    let dir = root.join("crates/cli/src/sandbox");
-    let Ok(entries) = std::fs::read_dir(dir) else { return false };
-    entries.flatten().any(|e| {
-        std::fs::read_to_string(e.path())
-            .is_ok_and(|t| t.contains("timings-json") || t.contains("timings_json"))
-    })
 }
 
 /// Runs `planned` in `root`, echoing its output to stderr and appending it to `log`; returns the
@@ -197,9 +205,13 @@ mod tests {
     }
 
     #[test]
-    fn optional_benches_are_left_out_when_absent() {
-        let steps = plan(&Sizes::quick(), Path::new("/nonexistent"));
-        assert!(steps.iter().all(|s| !s.args.contains(&"federated".to_string())));
-        assert!(steps.iter().all(|s| !s.args.contains(&"sandbox".to_string())));
+    fn the_sandbox_is_timed_after_its_binaries_are_built_and_writes_its_timings_under_target() {
+        let steps = plan(&Sizes::quick(), Path::new("/repo"));
+        let at = |word: &str| steps.iter().position(|s| s.args.iter().any(|a| a == word));
+        let (build, sandbox) = (at("build").unwrap(), at("sandbox").unwrap());
+        assert!(build < sandbox);
+        assert!(steps[build].args.contains(&"podid-demo".to_string()));
+        assert!(steps[sandbox].args.contains(&"/repo/target/bench/sandbox.json".to_string()));
+        assert!(at("federated").is_some());
     }
 }
