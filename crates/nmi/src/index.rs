@@ -34,6 +34,9 @@ pub struct NodeIndex {
     assigned_owner: HashMap<PodKey, PodKey>,
     bindings: NamespacedMap<AzureIdentityBinding>,
     identities: NamespacedMap<AzureIdentity>,
+    /// Invariant: the number of entries of `identities` annotated `podid.io/federated`. Lets a
+    /// standard/managed-mode request skip the federated path when there are none.
+    federated_identities: usize,
     exceptions: NamespacedMap<AzurePodIdentityException>,
     generation: u64,
 }
@@ -199,17 +202,33 @@ impl NodeIndex {
         self.changed();
     }
     pub fn apply_identity(&mut self, i: AzureIdentity) {
+        self.forget_federated(&key_of(&i));
+        self.federated_identities += usize::from(i.is_federated());
         ns_put(&mut self.identities, i);
         self.changed();
     }
     pub fn delete_identity(&mut self, key: &PodKey) {
+        self.forget_federated(key);
         ns_remove(&mut self.identities, key);
         self.changed();
     }
     pub fn reset_identities(&mut self, all: Vec<AzureIdentity>) {
         self.identities.clear();
         all.into_iter().for_each(|i| ns_put(&mut self.identities, i));
+        self.federated_identities =
+            self.identities.values().flat_map(|m| m.values()).filter(|i| i.is_federated()).count();
         self.changed();
+    }
+    /// Un-counts the identity stored under `key`, if it is federated (before it is replaced or
+    /// removed).
+    fn forget_federated(&mut self, key: &PodKey) {
+        if self.identity(&key.namespace, &key.name).is_some_and(|i| i.is_federated()) {
+            self.federated_identities -= 1;
+        }
+    }
+    /// Whether any identity is annotated `podid.io/federated`.
+    pub fn has_federated_identities(&self) -> bool {
+        self.federated_identities > 0
     }
     pub fn apply_exception(&mut self, e: AzurePodIdentityException) {
         ns_put(&mut self.exceptions, e);
@@ -244,5 +263,40 @@ impl NodeIndex {
     /// Exceptions of one namespace (only those can match a pod of that namespace).
     pub fn exceptions_in(&self, ns: &str) -> impl Iterator<Item = &AzurePodIdentityException> {
         self.exceptions.get(ns).into_iter().flat_map(|m| m.values().map(|e| e.as_ref()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use podid_api::{AzureIdentitySpec, FEDERATED_ANNOTATION};
+
+    use super::*;
+
+    fn mk_identity(ns: &str, name: &str, federated: bool) -> AzureIdentity {
+        let mut i = AzureIdentity::new(name, AzureIdentitySpec::default());
+        i.metadata.namespace = Some(ns.into());
+        if federated {
+            i.metadata.annotations = Some([(FEDERATED_ANNOTATION.to_string(), "true".to_string())].into());
+        }
+        i
+    }
+
+    #[test]
+    fn federated_identities_are_counted_through_replace_delete_and_reset() {
+        let mut idx = NodeIndex::default();
+        assert!(!idx.has_federated_identities());
+        idx.apply_identity(mk_identity("a", "x", true));
+        idx.apply_identity(mk_identity("a", "x", true));
+        idx.apply_identity(mk_identity("a", "y", false));
+        assert!(idx.has_federated_identities());
+        idx.apply_identity(mk_identity("a", "x", false));
+        assert!(!idx.has_federated_identities(), "replaced by an unannotated identity");
+        idx.apply_identity(mk_identity("b", "x", true));
+        idx.delete_identity(&PodKey::new("b", "x"));
+        assert!(!idx.has_federated_identities());
+        idx.reset_identities(vec![mk_identity("a", "x", true), mk_identity("a", "x", true)]);
+        assert!(idx.has_federated_identities());
+        idx.delete_identity(&PodKey::new("a", "x"));
+        assert!(!idx.has_federated_identities(), "duplicates in a list count once");
     }
 }

@@ -192,9 +192,16 @@ fn decide_once(state: &AgentState, pod: &PodKey, params: &Params) -> Step {
         mic_namespace: &state.config.mic_namespace,
     };
     let federation = state.config.mode.federation();
-    let bound = federation::bound_identities(view, idx.all_bindings(), |ns, n| idx.identity(ns, n), opts);
-    let exceptions = idx.exceptions_in(&pod.namespace);
-    let federated = federation::decide_federated(view, &req, &bound, exceptions, opts, federation);
+    // The federated path scans every binding: only where an identity can be federated (cluster
+    // mode, or some identity annotated), not on every standard/managed-mode request.
+    let federated = (federation == federation::Federation::Cluster || idx.has_federated_identities())
+        .then(|| {
+            let bound =
+                federation::bound_identities(view, idx.all_bindings(), |ns, n| idx.identity(ns, n), opts);
+            let exceptions = idx.exceptions_in(&pod.namespace);
+            federation::decide_federated(view, &req, &bound, exceptions, opts, federation)
+        })
+        .flatten();
     let exceptions = idx.exceptions_in(&pod.namespace);
     let outcome = match (federated, state.config.mode) {
         (Some(outcome), _) => outcome,
