@@ -11,7 +11,9 @@
 //!
 //! Sizes from the environment: `PODID_BENCH_PODS` (2000), `PODID_BENCH_IDENTITIES` (200),
 //! `PODID_BENCH_NODES` (50), `PODID_BENCH_SCALE_SETS` (5), `PODID_BENCH_LATENCIES_MS` (`0,250,1000`),
-//! `PODID_BENCH_SAMPLES` (7), `PODID_BENCH_IDLE_SECS` (10). An empty `PODID_BENCH_LATENCIES_MS`
+//! `PODID_BENCH_SAMPLES` (7), `PODID_BENCH_IDLE_SECS` (10), `PODID_BENCH_MIC_WRAPPER` (a command
+//! prefix such as `heaptrack -o /tmp/mic`, empty), `PODID_BENCH_MIC_ARGS` (extra controller flags such
+//! as `--worker-threads 2`, empty). An empty `PODID_BENCH_LATENCIES_MS`
 //! skips part 1 (`podid-bench` does that for the smaller points of its convergence curve).
 //!
 //! Results are also printed as `BENCH-JSON {…}` lines (suite `convergence`: one `latency` record
@@ -408,8 +410,17 @@ fn mic_args(
 
 fn respawn(args: &[String], ns: &str, log: &std::path::Path) -> tokio::process::Child {
     let log = std::fs::File::create(log).unwrap();
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_podid-mic"))
-        .args(args)
+    // `PODID_BENCH_MIC_WRAPPER="heaptrack -o /tmp/mic"` runs the controller under a profiler (the RSS
+    // figures are then the wrapper's, not the controller's).
+    let wrapper = std::env::var("PODID_BENCH_MIC_WRAPPER").unwrap_or_default();
+    let mut command: Vec<String> = wrapper.split_whitespace().map(str::to_string).collect();
+    command.push(env!("CARGO_BIN_EXE_podid-mic").to_string());
+    command.extend(args.iter().cloned());
+    // `PODID_BENCH_MIC_ARGS="--worker-threads 2"`: extra controller flags.
+    let extra = std::env::var("PODID_BENCH_MIC_ARGS").unwrap_or_default();
+    command.extend(extra.split_whitespace().map(str::to_string));
+    tokio::process::Command::new(&command[0])
+        .args(&command[1..])
         .env("MIC_POD_NAMESPACE", ns)
         .env("RUST_LOG", "warn")
         .stdout(log.try_clone().unwrap())

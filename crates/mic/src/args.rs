@@ -89,6 +89,12 @@ pub struct Args {
     /// Accepted for upstream compatibility (no pprof listener is opened).
     #[arg(long = "enableProfile", hide = true, default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub enable_profile: bool,
+    /// Runtime threads. `1` (the default) runs everything on one thread: the controller waits on
+    /// the API server and ARM rather than computing, and each extra thread costs arena memory
+    /// (about 40 MiB more RSS at 2,000 pods with 2 threads). Raise it only if profiles show the
+    /// thread saturated.
+    #[arg(long = "worker-threads", env = "MIC_WORKER_THREADS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub worker_threads: u16,
     /// Kubernetes writes in flight at once for one scale set or VM.
     #[arg(long = "createDeleteBatch", default_value_t = 20)]
     pub create_delete_batch: u32,
@@ -197,6 +203,14 @@ mod tests {
             (a.leader_election_namespace.as_str(), a.leader_election_name.as_str()),
             ("default", "aad-pod-identity-mic")
         );
+    }
+
+    #[test]
+    fn one_runtime_thread_by_default_and_zero_threads_is_refused() {
+        assert_eq!(parse(&["podid-mic"]).worker_threads, 1);
+        assert_eq!(parse(&["podid-mic", "--worker-threads=4"]).worker_threads, 4);
+        let err = Args::try_parse_from(["podid-mic", "--worker-threads", "0"]).unwrap_err().to_string();
+        assert!(err.contains("--worker-threads") && err.contains("1..=256"), "{err}");
     }
 
     #[test]

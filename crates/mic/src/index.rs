@@ -24,7 +24,7 @@ use podid_api::{AzureAssignedIdentity, AzureIdentity, AzureIdentityBinding, Node
 use podid_core::matching::{is_eligible, object_key};
 use podid_core::scaleset::Target;
 use podid_core::{PodKey, PodView};
-use podid_runtime::watch::Change;
+use podid_runtime::watch::{Change, lean};
 use tokio::sync::watch;
 
 /// A node as the controller sees it: its scale set or VM, or why it has none.
@@ -61,11 +61,23 @@ pub struct ClusterIndex {
     tombstones: BTreeMap<PodKey, u64>,
 }
 
-/// Drops server-side bookkeeping the controller never reads (managed fields are most of an
-/// object's size); an update without them keeps the server's.
-fn lean<K: Resource>(mut o: K) -> K {
-    o.meta_mut().managed_fields = None;
-    o
+/// A node as the pod watch delivers it to the index: its name and target, nothing else (a
+/// node's status, with its image list, is most of its size).
+#[derive(Clone, Debug)]
+pub struct NodeView {
+    pub name: String,
+    pub target: NodeTarget,
+}
+
+impl NodeView {
+    pub fn from_node(node: Node) -> Self {
+        Self { name: node.metadata.name.clone().unwrap_or_default(), target: node_target(&node) }
+    }
+}
+
+/// A pod reduced to what matching reads, as soon as the watch decodes it.
+pub fn pod_view(pod: Pod) -> PodView {
+    PodView::from_pod(&pod)
 }
 
 fn rv<K: Resource>(o: &K) -> Option<u64> {
@@ -97,26 +109,24 @@ impl ClusterIndex {
     }
 
     /// Applies a pod change; true if a decision may change.
-    pub fn pods(&mut self, change: Change<Pod>) -> bool {
+    pub fn pods(&mut self, change: Change<PodView>) -> bool {
         let now = Instant::now();
         match change {
             Change::Reset(all) => {
                 let old = std::mem::take(&mut self.pods);
                 let scope = self.scope.clone();
                 let in_scope = |ns: &str| scope.as_ref().is_none_or(|s| s.contains(ns));
-                for pod in all.iter().filter(|p| in_scope(&Self::ns_of(*p))) {
-                    let view = PodView::from_pod(pod);
+                for view in all.into_iter().filter(|v| in_scope(&v.key.namespace)) {
                     let since = old.get(&view.key).and_then(|e| e.eligible_since);
                     let eligible_since = is_eligible(&view).then(|| since.unwrap_or(now));
                     self.pods.insert(view.key.clone(), PodEntry { view, eligible_since });
                 }
                 true
             }
-            Change::Apply(pod) => {
-                if !self.in_scope(&Self::ns_of(&pod)) {
+            Change::Apply(view) => {
+                if !self.in_scope(&view.key.namespace) {
                     return false;
                 }
-                let view = PodView::from_pod(&pod);
                 let old = self.pods.get(&view.key);
                 let changed = old.is_none_or(|o| pod_signature(&o.view) != pod_signature(&view));
                 let eligible_since = match (is_eligible(&view), old.and_then(|o| o.eligible_since)) {
@@ -132,20 +142,13 @@ impl ClusterIndex {
     }
 
     /// Applies a node change.
-    pub fn nodes(&mut self, change: Change<Node>) -> bool {
+    pub fn nodes(&mut self, change: Change<NodeView>) -> bool {
         match change {
             Change::Reset(all) => {
-                self.nodes = all
-                    .iter()
-                    .map(|n| (n.metadata.name.clone().unwrap_or_default(), node_target(n)))
-                    .collect();
+                self.nodes = all.into_iter().map(|n| (n.name, n.target)).collect();
                 true
             }
-            Change::Apply(node) => {
-                let name = node.metadata.name.clone().unwrap_or_default();
-                let target = node_target(&node);
-                self.nodes.insert(name, target.clone()) != Some(target)
-            }
+            Change::Apply(node) => self.nodes.insert(node.name, node.target.clone()) != Some(node.target),
             Change::Delete(key) => self.nodes.remove(&key.name).is_some(),
         }
     }

@@ -6,6 +6,7 @@ use std::time::Instant;
 use kube::Api;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use podid_api::{AAI_FINALIZER, AssignedState, AzureAssignedIdentity};
+use podid_runtime::watch::lean;
 use serde_json::json;
 
 use crate::metrics::Metrics;
@@ -55,7 +56,7 @@ impl Objects {
         let started = Instant::now();
         let r = self.api(&ns).create(&PostParams::default(), aai).await;
         self.metrics.k8s_op("addition", started.elapsed());
-        r.map_err(|e| self.fail("create", "assigned_identity_addition", aai, e))
+        r.map(lean).map_err(|e| self.fail("create", "assigned_identity_addition", aai, e))
     }
 
     /// PUTs a rewritten assigned identity (keeps its resourceVersion: a concurrent change fails).
@@ -64,7 +65,7 @@ impl Objects {
         let started = Instant::now();
         let r = self.api(&ns).replace(&name, &PostParams::default(), aai).await;
         self.metrics.k8s_op("update", started.elapsed());
-        r.map_err(|e| self.fail("update", "assigned_identity_update", aai, e))
+        r.map(lean).map_err(|e| self.fail("update", "assigned_identity_update", aai, e))
     }
 
     /// Sets `status.status` with a JSON patch.
@@ -92,6 +93,7 @@ impl Objects {
         self.api(&ns)
             .patch(&name, &PatchParams::default(), &Patch::<()>::Json(patch))
             .await
+            .map(lean)
             .map_err(|e| self.fail("patch status of", "update_azure_assigned_identity_status", aai, e))
     }
 

@@ -17,7 +17,7 @@ use podid_azure::imds::ImdsOptions;
 use podid_azure::{ArmClient, ProcessEnv};
 use podid_core::matching::MatchOptions;
 use podid_runtime::admin::{self, Health, Readiness};
-use podid_runtime::watch::{Change, drive};
+use podid_runtime::watch::{Change, drive, lean};
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -27,7 +27,7 @@ use crate::args::Args;
 use crate::controller::{self, Settings};
 use crate::events::Events;
 use crate::execute::Executor;
-use crate::index::{ClusterIndex, SharedIndex, scope};
+use crate::index::{ClusterIndex, NodeView, SharedIndex, pod_view, scope};
 use crate::leader::{self, Election};
 use crate::metrics::Metrics;
 use crate::objects::Objects;
@@ -91,36 +91,12 @@ pub fn start(kube: kube::Client, arm: ArmClient, config: Config) -> Running {
     let mut tasks = Vec::new();
 
     let all = watcher::Config::default;
-    let mut watch = |task| tasks.push(task);
-    watch(spawn_watch::<Pod>(&kube, all(), "pods", &index, &readiness, &metrics, ClusterIndex::pods));
-    watch(spawn_watch::<Node>(&kube, all(), "nodes", &index, &readiness, &metrics, ClusterIndex::nodes));
-    watch(spawn_watch::<AzureIdentity>(
-        &kube,
-        all(),
-        "identities",
-        &index,
-        &readiness,
-        &metrics,
-        ClusterIndex::identities,
-    ));
-    watch(spawn_watch::<AzureIdentityBinding>(
-        &kube,
-        all(),
-        "bindings",
-        &index,
-        &readiness,
-        &metrics,
-        ClusterIndex::bindings,
-    ));
-    watch(spawn_watch::<AzureAssignedIdentity>(
-        &kube,
-        all(),
-        "assignedidentities",
-        &index,
-        &readiness,
-        &metrics,
-        ClusterIndex::aais,
-    ));
+    let w = Watches { kube: &kube, index: &index, readiness: &readiness, metrics: &metrics };
+    tasks.push(w.spawn::<Pod, _>(all(), "pods", pod_view, ClusterIndex::pods));
+    tasks.push(w.spawn::<Node, _>(all(), "nodes", NodeView::from_node, ClusterIndex::nodes));
+    tasks.push(w.spawn::<AzureIdentity, _>(all(), "identities", lean, ClusterIndex::identities));
+    tasks.push(w.spawn::<AzureIdentityBinding, _>(all(), "bindings", lean, ClusterIndex::bindings));
+    tasks.push(w.spawn::<AzureAssignedIdentity, _>(all(), "assignedidentities", lean, ClusterIndex::aais));
 
     let (leader_tx, leader_rx) = watch::channel(false);
     let elections = metrics.clone();
@@ -155,30 +131,40 @@ pub fn start(kube: kube::Client, arm: ArmClient, config: Config) -> Running {
     Running { leader: leader_rx, metrics, registry: Arc::new(registry), readiness, index, tasks }
 }
 
-fn spawn_watch<K>(
-    kube: &kube::Client,
-    cfg: watcher::Config,
-    kind: &'static str,
-    index: &Arc<SharedIndex>,
-    readiness: &Readiness,
-    metrics: &Arc<Metrics>,
-    sink: fn(&mut ClusterIndex, Change<K>) -> bool,
-) -> JoinHandle<()>
-where
-    K: kube::Resource<DynamicType = ()>
-        + serde::de::DeserializeOwned
-        + Clone
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
-{
-    let api: Api<DeserializeGuard<K>> = Api::all(kube.clone());
-    let idx = index.clone();
-    let on_change = move |c| idx.update(|i| sink(i, c));
-    let metrics = metrics.clone();
-    let on_error = move || metrics.k8s_error(&format!("watch_{kind}"));
-    tokio::spawn(drive(api, cfg, kind, on_change, readiness.part(kind), on_error))
+/// What every watch shares: the client, the index it feeds, readiness and metrics.
+struct Watches<'a> {
+    kube: &'a kube::Client,
+    index: &'a Arc<SharedIndex>,
+    readiness: &'a Readiness,
+    metrics: &'a Arc<Metrics>,
+}
+
+impl Watches<'_> {
+    /// Watches every `K`, slims each object to `V` as it is decoded, and feeds `sink`.
+    fn spawn<K, V>(
+        &self,
+        cfg: watcher::Config,
+        kind: &'static str,
+        slim: fn(K) -> V,
+        sink: fn(&mut ClusterIndex, Change<V>) -> bool,
+    ) -> JoinHandle<()>
+    where
+        K: kube::Resource<DynamicType = ()>
+            + serde::de::DeserializeOwned
+            + Clone
+            + std::fmt::Debug
+            + Send
+            + Sync
+            + 'static,
+        V: Send + 'static,
+    {
+        let api: Api<DeserializeGuard<K>> = Api::all(self.kube.clone());
+        let idx = self.index.clone();
+        let on_change = move |c| idx.update(|i| sink(i, c));
+        let metrics = self.metrics.clone();
+        let on_error = move || metrics.k8s_error(&format!("watch_{kind}"));
+        tokio::spawn(drive(api, cfg, kind, slim, on_change, self.readiness.part(kind), on_error))
+    }
 }
 
 /// Sets up logging as the flags say (`RUST_LOG` overrides the default).

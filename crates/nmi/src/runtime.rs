@@ -27,7 +27,7 @@ use crate::state::{AgentState, Config, Mode, Shared};
 use crate::token::SystemClock;
 use crate::{prefetch, watch};
 use podid_runtime::admin::{self, Readiness};
-use podid_runtime::watch::drive;
+use podid_runtime::watch::{drive, lean};
 
 /// Sets up logging as the flags say (`RUST_LOG` overrides the default).
 pub fn init_logging(format: LogFormat) {
@@ -196,7 +196,7 @@ fn spawn_watch<K>(
     let metrics = state.metrics.clone();
     let on_change = move |c| shared.update(|idx| sink(idx, c));
     let on_error = move || metrics.k8s_error(&format!("watch_{kind}"));
-    tokio::spawn(drive(api, cfg, kind, on_change, readiness.part(kind), on_error));
+    tokio::spawn(drive(api, cfg, kind, lean::<K>, on_change, readiness.part(kind), on_error));
 }
 
 fn spawn_watches(kube: &kube::Client, state: &AgentState, readiness: &Readiness, node: &str, mode: Mode) {

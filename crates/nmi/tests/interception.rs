@@ -141,6 +141,11 @@ fn agent_keeps_interception_when_it_stops_so_pods_fail_closed() {
     let second = t.node.spawn(&[&[nmi][..], &args[..], &["--cleanup-iptables-on-exit"][..]].concat(), &env);
     let again = agent_answers(&t.pod);
     assert!(again.as_ref().is_err_and(|e| e.starts_with("403")), "a restarted agent serves again: {again:?}");
+    assert_eq!(
+        chain(&t.node),
+        rules().expected(),
+        "a restarted agent adopts the rules without duplicating them"
+    );
     t.node.kill(second, "TERM");
     std::thread::sleep(Duration::from_millis(200));
     assert!(chain(&t.node).is_empty(), "--cleanup-iptables-on-exit removes the rules");

@@ -3,6 +3,10 @@
 //! one object. The watcher re-lists and resumes by itself after API-server restarts and
 //! compactions (with backoff). Objects that fail to decode are logged and skipped; they never stop
 //! the stream.
+//!
+//! Each object is slimmed (`slim: K -> V`) as soon as it is decoded, before it is buffered: a full
+//! listing holds only what the index keeps (a pod's few matching fields, a node's scale set, an
+//! object without its managed fields), not thousands of whole objects.
 use std::fmt::Debug;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -26,22 +30,24 @@ pub enum Change<K> {
 
 /// Runs one watch until its stream ends (it does not, short of shutdown). `synced` turns true
 /// after the first complete listing; `on_error` is called for every watch error (for metrics).
-pub async fn drive<K>(
+pub async fn drive<K, V>(
     api: Api<DeserializeGuard<K>>,
     config: watcher::Config,
     kind: &'static str,
-    mut sink: impl FnMut(Change<K>) + Send,
+    slim: fn(K) -> V,
+    mut sink: impl FnMut(Change<V>) + Send,
     synced: Arc<AtomicBool>,
     on_error: impl Fn() + Send,
 ) where
     K: Resource<DynamicType = ()> + DeserializeOwned + Clone + Debug + Send + Sync + 'static,
+    V: Send,
 {
-    let mut buffer: Vec<K> = Vec::new();
+    let mut buffer: Vec<V> = Vec::new();
     let mut events = watcher::watcher(api, config).default_backoff().boxed();
     while let Some(event) = events.next().await {
         match event {
             Ok(Event::Init) => buffer.clear(),
-            Ok(Event::InitApply(obj)) => buffer.extend(decoded(obj, kind)),
+            Ok(Event::InitApply(obj)) => buffer.extend(decoded(obj, kind).map(slim)),
             Ok(Event::InitDone) => {
                 let all = std::mem::take(&mut buffer);
                 debug!(kind, count = all.len(), "Listed");
@@ -50,7 +56,7 @@ pub async fn drive<K>(
             }
             Ok(Event::Apply(obj)) => {
                 if let Some(obj) = decoded(obj, kind) {
-                    sink(Change::Apply(obj));
+                    sink(Change::Apply(slim(obj)));
                 }
             }
             Ok(Event::Delete(obj)) => {
@@ -69,6 +75,13 @@ pub async fn drive<K>(
             }
         }
     }
+}
+
+/// Drops server-side bookkeeping nobody here reads (managed fields are most of a small object's
+/// size). An update sent without them keeps the server's.
+pub fn lean<K: Resource>(mut o: K) -> K {
+    o.meta_mut().managed_fields = None;
+    o
 }
 
 fn decoded<K: ResourceExt>(obj: DeserializeGuard<K>, kind: &str) -> Option<K> {

@@ -155,3 +155,24 @@ fn controller_desires_no_assignment_for_a_federated_identity_and_reports_nothing
         d.diagnostics
     );
 }
+
+#[test]
+fn assigned_identity_later_annotated_federated_is_handed_over_to_the_agent() {
+    let pods = [mk_pod("a", "p", "n", "demo")];
+    let bindings = [mk_binding("a", "b", "id", "demo")];
+    let standard = desired(&pods, &bindings, &[mk_identity("a", "id")], MatchOptions::default());
+    let assigned: Vec<_> = standard.assignments.values().map(|a| a.to_object(false)).collect();
+    assert_eq!(assigned.len(), 1, "standard mode assigns it first");
+
+    let annotated = desired(&pods, &bindings, &[federated(mk_identity("a", "id"))], MatchOptions::default());
+    let p = crate::diff::plan(&annotated, &assigned);
+    assert!(p.create.is_empty() && p.update.is_empty(), "{p:?}");
+    assert_eq!(
+        p.delete.iter().map(|a| a.metadata.name.clone()).collect::<Vec<_>>(),
+        assigned.iter().map(|a| a.metadata.name.clone()).collect::<Vec<_>>(),
+        "the controller removes the assignment (and the identity from the scale set) once it is federated"
+    );
+    let ids = [federated(mk_identity("a", "id"))];
+    let served_by_agent = decide(&pods[0], &Request::default(), &bindings, &ids, Federation::Annotated);
+    assert_eq!(served(served_by_agent), "id", "and the agent serves it through federation");
+}

@@ -6,7 +6,7 @@ use podid_api::AssignedState::{Assigned, Created};
 use podid_core::matching::MatchOptions;
 
 use super::*;
-use crate::index::{ClusterIndex, Snapshot};
+use crate::index::{ClusterIndex, NodeView, Snapshot, pod_view};
 use crate::plan::{Gates, Unit, decide};
 use podid_runtime::watch::Change;
 
@@ -18,8 +18,8 @@ fn snapshot(
     aais: Vec<AzureAssignedIdentity>,
 ) -> Snapshot {
     let mut idx = ClusterIndex::new(None);
-    idx.pods(Change::Reset(pods));
-    idx.nodes(Change::Reset(nodes));
+    idx.pods(Change::Reset(pods.into_iter().map(pod_view).collect()));
+    idx.nodes(Change::Reset(nodes.into_iter().map(NodeView::from_node).collect()));
     idx.identities(Change::Reset(ids));
     idx.bindings(Change::Reset(bindings));
     idx.aais(Change::Reset(aais));

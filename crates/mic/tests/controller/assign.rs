@@ -170,6 +170,31 @@ async fn invalid_identity_is_isolated_and_valid_one_assigned() {
 }
 
 #[tokio::test]
+async fn a_failure_retried_every_pass_is_one_event_whose_series_counts_the_repeats() {
+    let env = Env::new("assign-event-series").await;
+    let node = env.node(0).await;
+    env.identity("bad", RESTRICTED_IDENTITY).await;
+    env.binding("b-bad", "bad", "app").await;
+    env.pod("web", &node, "app").await;
+    let _mic = env.mic(MicOptions { backoff: Duration::from_millis(200), ..MicOptions::default() });
+
+    until("the apply error repeated as a series", || async {
+        env.events("binding apply error")
+            .await
+            .iter()
+            .any(|e| e.series.as_ref().is_some_and(|s| s.count >= 3))
+    })
+    .await;
+    let on_pod: Vec<_> = env
+        .events("binding apply error")
+        .await
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().is_some_and(|r| r.kind.as_deref() == Some("Pod")))
+        .collect();
+    assert_eq!(on_pod.len(), 1, "one Event on the pod, not one per attempt: {on_pod:?}");
+}
+
+#[tokio::test]
 async fn service_principal_identity_is_assigned_without_arm() {
     let env = Env::new("assign-sp").await;
     let _mic = env.mic(MicOptions::default());
