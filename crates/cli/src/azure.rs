@@ -11,16 +11,16 @@ use podid_azure::{AadClient, ArmClient, ArmOptions, CachedTokenSource, ClientCre
 use crate::args::AzureArgs;
 use crate::error::{Error, Result};
 
-/// An ARM client from the flags (a service principal with a client secret).
-pub(crate) fn client(args: &AzureArgs) -> Result<ArmClient> {
+/// An ARM client from the flags (a service principal with a client secret). `why` ends the
+/// error when credentials are missing: what needs ARM, or how to do without it.
+pub(crate) fn client(args: &AzureArgs, why: &str) -> Result<ArmClient> {
     let (Some(tenant), Some(client_id), Some(secret)) =
         (&args.tenant_id, &args.azure_client_id, &args.azure_client_secret)
     else {
-        return Err(Error::Azure(
+        return Err(Error::Azure(format!(
             "ARM credentials missing: set AZURE_TENANT_ID, AZURE_CLIENT_ID and AZURE_CLIENT_SECRET \
-             (or --tenant-id/--azure-client-id/--azure-client-secret), or pass --client-id to skip ARM"
-                .into(),
-        ));
+             (or --tenant-id/--azure-client-id/--azure-client-secret); {why}"
+        )));
     };
     let mut cloud = Cloud::public();
     if let Some(url) = &args.arm_endpoint {

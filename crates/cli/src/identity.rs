@@ -80,7 +80,14 @@ pub(crate) async fn add(client: &kube::Client, args: IdentityAdd, out: &mut impl
     let needs_arm = federated
         || cluster_identity_object_id.is_some()
         || (existing_identity.is_none() && client_id.is_none());
-    let arm = if needs_arm { Some(azure::client(&azure)?) } else { None };
+    let why = if federated {
+        "--federated creates the federated identity credential through ARM"
+    } else if cluster_identity_object_id.is_some() {
+        "--cluster-identity-object-id grants the Managed Identity Operator role through ARM"
+    } else {
+        "or pass --client-id to skip ARM"
+    };
+    let arm = if needs_arm { Some(azure::client(&azure, why)?) } else { None };
     let client_id = match (client_id, &existing_identity, &arm) {
         (Some(c), _, _) => c,
         (None, Some(i), _) => i.spec.client_id.clone(),

@@ -183,6 +183,20 @@ async fn add_without_client_id_or_credentials_says_what_to_set() {
         .await
         .err();
     assert!(err.starts_with("ARM credentials missing: set AZURE_TENANT_ID"), "{err}");
+    assert!(err.ends_with("or pass --client-id to skip ARM"), "{err}");
+    assert!(identities(&client, &ns).await.is_empty());
+}
+
+#[tokio::test]
+async fn federated_add_without_credentials_says_arm_is_needed_not_to_pass_a_client_id() {
+    let (_, client, ns) = setup("identity-no-creds-fed").await;
+    let id = resource_id("web");
+    let cid = "00000000-0000-0000-0000-0000000000aa";
+    let args =
+        ["identity", "add", "-n", &ns, "--name", "web", "--identity-resource-id", &id, "--client-id", cid];
+    let err = podid(&client, &[&args[..], &["--federated"]].concat()).await.err();
+    assert!(err.starts_with("ARM credentials missing"), "{err}");
+    assert!(err.ends_with("--federated creates the federated identity credential through ARM"), "{err}");
     assert!(identities(&client, &ns).await.is_empty());
 }
 

@@ -100,7 +100,7 @@ async fn credential_line(
             );
         }
     };
-    let Ok(arm) = azure::client(&args.azure) else {
+    let Ok(arm) = azure::client(&args.azure, "explain checks federated credentials through ARM") else {
         return "federated identity credential not checked: no ARM credentials (set AZURE_TENANT_ID, \
                 AZURE_CLIENT_ID, AZURE_CLIENT_SECRET)"
             .into();

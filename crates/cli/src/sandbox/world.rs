@@ -73,7 +73,8 @@ pub fn admin_args(emulator: &RunningEmulator) -> Result<AzureArgs, SandboxError>
 
 /// The administrator's ARM client.
 pub fn admin_arm(emulator: &RunningEmulator) -> Result<ArmClient, SandboxError> {
-    crate::azure::client(&admin_args(emulator)?).map_err(|e| SandboxError::new(e.to_string()))
+    crate::azure::client(&admin_args(emulator)?, "the sandbox drives the emulator's ARM")
+        .map_err(|e| SandboxError::new(e.to_string()))
 }
 
 /// `az role assignment create --role "Virtual Machine Contributor" --assignee <principal> --scope <node RG>`.
