@@ -6,6 +6,7 @@
 //! resourceVersions instead, so any metadata-only edit of an identity rewrote every assignment;
 //! podid rewrites only when something that matters changed. The plan is a function of the two
 //! sets alone (inputs are keyed, outputs sorted), so an unchanged cluster plans no work.
+use std::borrow::Borrow;
 use std::collections::{BTreeMap, BTreeSet};
 
 use podid_api::k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -39,9 +40,11 @@ impl Plan {
 }
 
 /// Compares desired assignments with existing objects.
-pub fn plan(desired: &Desired, current: &[AzureAssignedIdentity]) -> Plan {
+/// `current` holds the objects themselves or shared pointers to them (the controller's snapshot
+/// shares its index's copies rather than cloning thousands of objects per pass).
+pub fn plan<A: Borrow<AzureAssignedIdentity>>(desired: &Desired, current: &[A]) -> Plan {
     let existing: BTreeMap<ObjectKey, &AzureAssignedIdentity> =
-        current.iter().map(|a| (object_key(a), a)).collect();
+        current.iter().map(Borrow::borrow).map(|a| (object_key(a), a)).collect();
     let mut plan = Plan::default();
     for (key, want) in &desired.assignments {
         match existing.get(key) {

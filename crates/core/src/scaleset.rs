@@ -14,6 +14,7 @@
 //! that no desired assignment on any node of the same target still needs, that was not already on
 //! the target before podid needed it, and whose client id is not immutable. System-assigned
 //! identities are never touched. Changes go out as delta PATCHes of at most 150 entries.
+use std::borrow::Borrow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::sync::LazyLock;
@@ -116,9 +117,9 @@ pub struct TargetNeeds {
 
 /// Groups needs and holdings by target. Nodes missing from `node_targets` are returned so the
 /// caller can clean up their assignments without any ARM call (upstream §2.12).
-pub fn needs(
+pub fn needs<A: Borrow<AzureAssignedIdentity>>(
     desired: &Desired,
-    current: &[AzureAssignedIdentity],
+    current: &[A],
     node_targets: &BTreeMap<String, Target>,
 ) -> (BTreeMap<Target, TargetNeeds>, BTreeSet<String>) {
     let mut out: BTreeMap<Target, TargetNeeds> = BTreeMap::new();
@@ -135,7 +136,7 @@ pub fn needs(
             }
         }
     }
-    for aai in current {
+    for aai in current.iter().map(Borrow::borrow) {
         let Some(r) = held_identity(aai) else { continue };
         match node_targets.get(&aai.spec.node_name) {
             Some(t) => {

@@ -17,6 +17,7 @@
 //! ignored, and so are assigned identities whose *pod* namespace is outside it (assigned
 //! identities of non-namespaced identities live in `default`).
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::Instant;
 
 use parking_lot::Mutex;
@@ -36,7 +37,8 @@ pub struct Snapshot {
     pub pods: Vec<PodView>,
     pub bindings: Vec<AzureIdentityBinding>,
     pub identities: Vec<AzureIdentity>,
-    pub aais: Vec<AzureAssignedIdentity>,
+    /// Shared with the index: a pass copies pointers, not thousands of objects.
+    pub aais: Vec<Arc<AzureAssignedIdentity>>,
     pub nodes: BTreeMap<String, NodeTarget>,
     /// When each eligible pod was first seen eligible (for the assignment-latency metric).
     pub eligible_since: BTreeMap<PodKey, Instant>,
@@ -56,7 +58,7 @@ pub struct ClusterIndex {
     nodes: BTreeMap<String, NodeTarget>,
     identities: BTreeMap<PodKey, AzureIdentity>,
     bindings: BTreeMap<PodKey, AzureIdentityBinding>,
-    aais: BTreeMap<PodKey, AzureAssignedIdentity>,
+    aais: BTreeMap<PodKey, Arc<AzureAssignedIdentity>>,
     /// Assigned identities the executor deleted: key → resourceVersion of its last write.
     tombstones: BTreeMap<PodKey, u64>,
 }
@@ -176,7 +178,7 @@ impl ClusterIndex {
                 self.aais = all
                     .into_iter()
                     .filter(|a| self.aai_in_scope(a))
-                    .map(|a| (object_key(&a), lean(a)))
+                    .map(|a| (object_key(&a), Arc::new(lean(a))))
                     .collect();
                 self.tombstones.clear();
                 true
@@ -203,13 +205,13 @@ impl ClusterIndex {
             return false;
         }
         if let Some(have) = self.aais.get(&key)
-            && let (Some(h), Some(v)) = (rv(have), incoming)
+            && let (Some(h), Some(v)) = (rv(have.as_ref()), incoming)
             && v <= h
         {
             return false;
         }
         self.tombstones.remove(&key);
-        self.aais.insert(key, lean(aai));
+        self.aais.insert(key, Arc::new(lean(aai)));
         true
     }
 

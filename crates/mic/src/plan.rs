@@ -170,7 +170,7 @@ pub fn decide(snap: &Snapshot, opts: MatchOptions, gates: &Gates, now: Instant) 
         if !node_exists(&aai.spec.node_name)
             && !units.get(&Unit::Direct).is_some_and(|w| w.delete.iter().any(|d| same(d, aai)))
         {
-            push_gone(&mut units, aai.clone());
+            push_gone(&mut units, (**aai).clone());
         }
     }
     if gates.drift_check {

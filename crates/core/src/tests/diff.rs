@@ -23,7 +23,7 @@ fn objects(d: &crate::matching::Desired, state: AssignedState) -> Vec<AzureAssig
 #[test]
 fn new_assignment_is_created_as_upstream_writes_it() {
     let d = one(mk_pod("app", "web-1", "aks-np-0000", "demo"), namespaced(mk_identity("app", "demo-id")));
-    let p = plan(&d, &[]);
+    let p = plan(&d, NO_AAIS);
     assert_eq!(p.create.len(), 1);
     let obj = p.create[0].to_object(false);
     assert_eq!(obj.metadata.name.as_deref(), Some("web-1-app-demo-id"));

@@ -19,6 +19,8 @@ mod matching;
 mod props;
 mod scaleset;
 
+/// No assigned identities yet.
+pub(crate) const NO_AAIS: &[podid_api::AzureAssignedIdentity] = &[];
 pub(crate) const SUB: &str = "00000000-0000-0000-0000-00000000aaaa";
 
 pub(crate) fn meta(ns: &str, name: &str) -> ObjectMeta {

@@ -58,7 +58,7 @@ fn needed_identity_missing_on_scale_set_is_added() {
         &[mk_identity("app", "id")],
         MatchOptions::default(),
     );
-    let (needs, unknown) = needs(&d, &[], &targets());
+    let (needs, unknown) = needs(&d, NO_AAIS, &targets());
     assert!(unknown.is_empty());
     let n = &needs[&Target::from_provider_id(VMSS0).unwrap()];
     let delta = delta(n, &current(&[], false), &BTreeSet::new());
@@ -132,7 +132,7 @@ fn identity_present_before_podid_is_marked_preexisting_and_never_removed() {
         MatchOptions::default(),
     );
     let before = current(&["id"], false);
-    let (n, _) = needs(&d, &[], &targets());
+    let (n, _) = needs(&d, NO_AAIS, &targets());
     let n = n.values().next().unwrap();
     assert_eq!(preexisting_for_new(n, &before), BTreeSet::from([key("id")]));
     let held: Vec<_> = d.assignments.values().map(|a| a.to_object(true)).collect();
@@ -164,7 +164,7 @@ fn identity_on_unknown_node_is_reported_for_cleanup_without_arm_work() {
         &[mk_identity("app", "id")],
         MatchOptions::default(),
     );
-    let (needs, unknown) = needs(&d, &[], &targets());
+    let (needs, unknown) = needs(&d, NO_AAIS, &targets());
     assert!(needs.is_empty());
     assert_eq!(unknown, BTreeSet::from(["gone-node".to_string()]));
 }
@@ -177,8 +177,8 @@ fn service_principal_assignments_never_touch_arm() {
         &[mk_sp_identity("app", "sp")],
         MatchOptions::default(),
     );
-    assert!(plan(&d, &[]).create.len() == 1);
-    assert!(needs(&d, &[], &targets()).0.is_empty());
+    assert!(plan(&d, NO_AAIS).create.len() == 1);
+    assert!(needs(&d, NO_AAIS, &targets()).0.is_empty());
 }
 
 #[test]
