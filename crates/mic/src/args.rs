@@ -91,7 +91,7 @@ pub struct Args {
     pub enable_profile: bool,
     /// Runtime threads. `1` (the default) runs everything on one thread: the controller waits on
     /// the API server and ARM rather than computing, and each extra thread costs arena memory
-    /// (about 40 MiB more RSS at 2,000 pods with 2 threads). Raise it only if profiles show the
+    /// (29–37 MiB more RSS at 2,000 pods with 2 threads, measured). Raise it only if profiles show the
     /// thread saturated.
     #[arg(long = "worker-threads", env = "MIC_WORKER_THREADS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub worker_threads: u16,
