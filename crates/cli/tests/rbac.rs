@@ -9,17 +9,14 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use install_support::components::{Agent, LEASE, controller};
-use install_support::{install, private_cluster};
+use install_support::components::{Agent, InstalledWorld, LEASE};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::Api;
 use kube::api::{DeleteParams, ListParams, PostParams};
 use podid_api::{AssignedState, AzureAssignedIdentity, AzureIdentity, AzureIdentitySpec};
-use podid_cli::install::{InstallOptions, MIC_SERVICE_ACCOUNT, NMI_SERVICE_ACCOUNT};
+use podid_cli::install::NMI_SERVICE_ACCOUNT;
 use podid_emulator::config::builtin::{APP_IDENTITY, NODE_RESOURCE_GROUP, SCALE_SET};
-use podid_emulator::{Emulator, EmulatorConfig, SettingsUpdate};
-use podid_testkit::{NodeBuilder, PodBuilder};
 use support::podid;
 
 const POD_IP: &str = "127.0.0.77";
@@ -47,57 +44,21 @@ async fn wait_assigned(admin: &kube::Client) -> AzureAssignedIdentity {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn installed_rbac_lets_the_controller_assign_and_the_agent_serve_and_refuses_the_rest() {
-    podid_testkit::init_tracing();
-    let cluster = private_cluster().await;
-    let admin = cluster.client().unwrap();
-    let system = cluster.namespace("podid-system").await.unwrap();
-    install(&admin, &InstallOptions { namespace: system.clone(), ..InstallOptions::default() }).await;
-
-    let emu = Emulator::start(EmulatorConfig::default()).await.unwrap();
-    emu.update_settings(&SettingsUpdate { operation_duration_ms: Some(50), ..SettingsUpdate::default() });
-    let mic_client = cluster.service_account_client(&system, MIC_SERVICE_ACCOUNT).await.unwrap();
-    let mic = controller(mic_client.clone(), &emu, &system);
-
-    // A node of the emulator's scale set, a workload pod on it, and a pod identity for it.
-    let apps = cluster.namespace("apps").await.unwrap();
-    let node = format!("{apps}-n0");
-    NodeBuilder::new(&node)
-        .vmss(&emu.subscription_id(), NODE_RESOURCE_GROUP, SCALE_SET, 0)
-        .create(&admin)
-        .await
-        .unwrap();
-    PodBuilder::new(&apps, "web-0")
-        .node(&node)
-        .label("aadpodidbinding", "web")
-        .ip(POD_IP.parse().unwrap())
-        .create(&admin)
-        .await
-        .unwrap();
+    let w = InstalledWorld::start().await;
+    let (cluster, admin, emu, apps, system, node) =
+        (w.cluster, &w.admin, &w.emu, &w.apps, &w.system, &w.node);
+    let (mic, mic_client) = (&w.mic, w.mic_client.clone());
+    // A workload pod on the node, and a pod identity for it.
+    w.pod("web-0", "web", POD_IP).await;
+    podid(&w.admin, &w.app_identity_args("web").each_ref().map(String::as_str)).await.ok();
     let app = emu.info().identities[APP_IDENTITY].clone();
-    podid(
-        &admin,
-        &[
-            "identity",
-            "add",
-            "-n",
-            &apps,
-            "--name",
-            "web",
-            "--identity-resource-id",
-            &app.id,
-            "--client-id",
-            &app.client_id,
-        ],
-    )
-    .await
-    .ok();
 
     // The controller, as podid-mic, assigns it to the scale set.
-    let aai = wait_assigned(&admin).await;
+    let aai = wait_assigned(admin).await;
     assert!(mic.is_leader(), "the controller holds its Lease in {system}");
     let on_vmss = emu.assigned_identities(NODE_RESOURCE_GROUP, SCALE_SET).unwrap_or_default();
     assert!(on_vmss.contains(&app.id.to_ascii_lowercase()), "scale set identities: {on_vmss:?}");
-    let events = Api::<k8s_openapi::api::events::v1::Event>::namespaced(admin.clone(), &apps)
+    let events = Api::<k8s_openapi::api::events::v1::Event>::namespaced(admin.clone(), apps)
         .list(&ListParams::default())
         .await
         .unwrap();
@@ -108,15 +69,15 @@ async fn installed_rbac_lets_the_controller_assign_and_the_agent_serve_and_refus
     );
 
     // The agent, as podid-nmi, serves the bound pod a token from the node's IMDS.
-    let nmi_kubeconfig = cluster.service_account_kubeconfig(&system, NMI_SERVICE_ACCOUNT).await.unwrap();
+    let nmi_kubeconfig = cluster.service_account_kubeconfig(system, NMI_SERVICE_ACCOUNT).await.unwrap();
     let imds = emu.imds_urls().into_values().next().unwrap();
-    let agent = Agent::start(&nmi_kubeconfig, &node, &imds, &system).await;
+    let agent = Agent::start(&nmi_kubeconfig, node, &imds, system).await;
     let (status, body) = agent.token(POD_IP, &app.client_id).await;
     assert_eq!(status, 200, "token for the bound pod: {body}");
     assert!(body.contains("access_token"), "{body}");
 
     // Outside their roles: 403.
-    let nmi_client = cluster.service_account_client(&system, NMI_SERVICE_ACCOUNT).await.unwrap();
+    let nmi_client = cluster.service_account_client(system, NMI_SERVICE_ACCOUNT).await.unwrap();
     let aai_name = aai.metadata.name.clone().unwrap();
     let aai_ns = aai.metadata.namespace.clone().unwrap();
     let nmi_aais = Api::<AzureAssignedIdentity>::namespaced(nmi_client.clone(), &aai_ns);
@@ -125,7 +86,7 @@ async fn installed_rbac_lets_the_controller_assign_and_the_agent_serve_and_refus
         "agent deleting an assignment"
     );
     assert!(
-        is_forbidden(Api::<Secret>::namespaced(nmi_client.clone(), &apps).list(&ListParams::default()).await),
+        is_forbidden(Api::<Secret>::namespaced(nmi_client.clone(), apps).list(&ListParams::default()).await),
         "agent listing secrets"
     );
     let rogue = AzureIdentity::new(
@@ -134,7 +95,7 @@ async fn installed_rbac_lets_the_controller_assign_and_the_agent_serve_and_refus
     );
     assert!(
         is_forbidden(
-            Api::<AzureIdentity>::namespaced(nmi_client.clone(), &apps)
+            Api::<AzureIdentity>::namespaced(nmi_client.clone(), apps)
                 .create(&PostParams::default(), &rogue)
                 .await
         ),
@@ -142,18 +103,18 @@ async fn installed_rbac_lets_the_controller_assign_and_the_agent_serve_and_refus
     );
     assert!(
         is_forbidden(
-            Api::<Pod>::namespaced(nmi_client, &apps).delete("web-0", &DeleteParams::default()).await
+            Api::<Pod>::namespaced(nmi_client, apps).delete("web-0", &DeleteParams::default()).await
         ),
         "agent deleting a pod"
     );
 
     assert!(
-        is_forbidden(Api::<Secret>::namespaced(mic_client.clone(), &apps).get("any").await),
+        is_forbidden(Api::<Secret>::namespaced(mic_client.clone(), apps).get("any").await),
         "controller reading secrets"
     );
     assert!(
         is_forbidden(
-            Api::<Pod>::namespaced(mic_client.clone(), &apps).delete("web-0", &DeleteParams::default()).await
+            Api::<Pod>::namespaced(mic_client.clone(), apps).delete("web-0", &DeleteParams::default()).await
         ),
         "controller deleting a pod"
     );
@@ -163,10 +124,10 @@ async fn installed_rbac_lets_the_controller_assign_and_the_agent_serve_and_refus
     );
     assert!(
         is_forbidden(
-            Api::<AzureIdentity>::namespaced(mic_client, &apps).delete("web", &DeleteParams::default()).await
+            Api::<AzureIdentity>::namespaced(mic_client, apps).delete("web", &DeleteParams::default()).await
         ),
         "controller deleting an identity"
     );
     drop(agent);
-    drop(mic);
+    drop(w);
 }

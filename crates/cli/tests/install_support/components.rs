@@ -166,3 +166,71 @@ impl Agent {
         (r.status().as_u16(), r.text().await.unwrap())
     }
 }
+
+/// What the install/uninstall and RBAC tests start from: podid installed (default options) on
+/// this binary's private cluster, the emulator with 50 ms ARM operations, the controller running
+/// as its installed ServiceAccount, and one node of the emulator's scale set in a fresh `apps`
+/// namespace.
+pub struct InstalledWorld {
+    pub cluster: &'static podid_testkit::TestCluster,
+    pub admin: kube::Client,
+    /// The namespace podid is installed in.
+    pub system: String,
+    pub emu: RunningEmulator,
+    /// The controller's installed ServiceAccount.
+    pub mic_client: kube::Client,
+    pub mic: Running,
+    pub apps: String,
+    pub node: String,
+}
+
+impl InstalledWorld {
+    pub async fn start() -> Self {
+        use podid_cli::install::{InstallOptions, MIC_SERVICE_ACCOUNT};
+        use podid_emulator::config::builtin::{NODE_RESOURCE_GROUP, SCALE_SET};
+        use podid_emulator::{Emulator, EmulatorConfig, SettingsUpdate};
+
+        podid_testkit::init_tracing();
+        let cluster = super::private_cluster().await;
+        let admin = cluster.client().unwrap();
+        let system = cluster.namespace("podid-system").await.unwrap();
+        super::install(&admin, &InstallOptions { namespace: system.clone(), ..InstallOptions::default() })
+            .await;
+        let emu = Emulator::start(EmulatorConfig::default()).await.unwrap();
+        emu.update_settings(&SettingsUpdate { operation_duration_ms: Some(50), ..SettingsUpdate::default() });
+        let mic_client = cluster.service_account_client(&system, MIC_SERVICE_ACCOUNT).await.unwrap();
+        let mic = controller(mic_client.clone(), &emu, &system);
+        let apps = cluster.namespace("apps").await.unwrap();
+        let node = format!("{apps}-n0");
+        podid_testkit::NodeBuilder::new(&node)
+            .vmss(&emu.subscription_id(), NODE_RESOURCE_GROUP, SCALE_SET, 0)
+            .create(&admin)
+            .await
+            .unwrap();
+        Self { cluster, admin, system, emu, mic_client, mic, apps, node }
+    }
+
+    /// A pod on the node, labelled for `selector`, Running at `ip`.
+    pub async fn pod(&self, name: &str, selector: &str, ip: &str) {
+        podid_testkit::PodBuilder::new(&self.apps, name)
+            .node(&self.node)
+            .label("aadpodidbinding", selector)
+            .ip(ip.parse().unwrap())
+            .create(&self.admin)
+            .await
+            .unwrap();
+    }
+
+    /// The `podid identity add` arguments that add the emulator's app identity as `name`, bound
+    /// to selector `name` (`identity add`'s default).
+    pub fn app_identity_args(&self, name: &str) -> [String; 10] {
+        let app = &self.emu.info().identities[podid_emulator::config::builtin::APP_IDENTITY];
+        ["identity", "add", "-n", &self.apps, "--name", name, "--identity-resource-id", &app.id]
+            .map(str::to_string)
+            .into_iter()
+            .chain([String::from("--client-id"), app.client_id.clone()])
+            .collect::<Vec<_>>()
+            .try_into()
+            .unwrap()
+    }
+}
