@@ -294,12 +294,12 @@ fn unchanged_if_federated(
 
 /// Builds kube-apiserver once with the repository's script, its progress going to stderr.
 async fn build_apiserver(r: &Report, out: &mut impl Write) -> Result<(), SandboxError> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/kube-apiserver.sh");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/kubernetes.sh");
     if !script.is_file() {
         // No checkout to build from: the test kit's error says what to install.
         return Ok(());
     }
-    r.note(out, "kube-apiserver is not built yet: building it once with scripts/kube-apiserver.sh (minutes; progress below)")?;
+    r.note(out, "kube-apiserver is not built yet: building it once with scripts/kubernetes.sh (minutes; progress below)")?;
     let status = tokio::process::Command::new(&script)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
