@@ -35,19 +35,10 @@ pub enum Command {
     #[command(subcommand)]
     Explain(ExplainCommand),
     /// Print (or apply) the manifests that deploy podid: CRDs, RBAC, controller, agent, exceptions.
-    Install(InstallArgs),
+    Install(Box<InstallArgs>),
     /// Remove podid: bindings and identities first (the controller cleans the scale sets), then
     /// the components, exceptions, RBAC and CRDs.
     Uninstall(UninstallArgs),
-    /// Run the whole walkthrough locally: a real kube-apiserver, the Azure emulator, podid's
-    /// controller and agents, and the demo app as a pod; every step verified and timed.
-    Sandbox(crate::sandbox::SandboxArgs),
-    /// (internal) TCP forwarders inside a sandbox network namespace: LISTEN=TARGET ….
-    #[command(hide = true)]
-    SandboxForward {
-        /// `LISTEN=TARGET` socket address pairs.
-        pairs: Vec<String>,
-    },
 }
 
 /// `podid install`.
@@ -75,6 +66,19 @@ pub struct InstallArgs {
     /// (grants it `create` on `serviceaccounts/token`; implied by `--mode federated`).
     #[arg(long)]
     pub federated_identities: bool,
+    /// Azure Resource Manager endpoint, for sovereign or air-gapped clouds (default: public cloud).
+    #[arg(long, env = "PODID_INSTALL_ARM_ENDPOINT")]
+    pub arm_endpoint: Option<url::Url>,
+    /// Entra ID authority host, for sovereign or air-gapped clouds (default: public cloud).
+    #[arg(long, env = "PODID_INSTALL_AAD_AUTHORITY")]
+    pub aad_authority: Option<url::Url>,
+    /// Instance metadata endpoint the agent forwards to (default: http://169.254.169.254).
+    #[arg(long, env = "PODID_INSTALL_IMDS_ENDPOINT")]
+    pub imds_endpoint: Option<url::Url>,
+    /// PEM file of an extra CA that the controller and the agent trust (rendered as ConfigMap
+    /// podid-trusted-ca), e.g. a private cloud's or a TLS-inspecting proxy's.
+    #[arg(long, env = "PODID_INSTALL_TRUSTED_CA_FILE")]
+    pub trusted_ca_file: Option<std::path::PathBuf>,
     /// Apply the manifests server-side instead of printing them.
     #[arg(long)]
     pub apply: bool,

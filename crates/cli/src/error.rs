@@ -43,9 +43,6 @@ pub enum Error {
     /// Serialising output.
     #[error("serialising output: {0}")]
     Serialize(String),
-    /// A sandbox step failed.
-    #[error("{0}")]
-    Sandbox(#[from] crate::sandbox::SandboxError),
 }
 
 /// `Result` with [`Error`].

@@ -6,9 +6,11 @@
 //!              ├─ exception add/update/delete/list
 //!              ├─ explain   pod/identity     (podid-core's decisions, step by step)
 //!              ├─ install   print or apply the manifests (no client needed to print)
-//!              ├─ uninstall identities first, then components, RBAC, CRDs
-//!              └─ sandbox   the whole walkthrough on this machine (run_offline: starts its own cluster)
+//!              └─ uninstall identities first, then components, RBAC, CRDs
 //! ```
+//!
+//! The walkthrough on this machine (`make sandbox`) is not part of the shipped CLI: it lives in
+//! the `podid-sandbox` crate, which links the emulator and the test kit.
 #![forbid(unsafe_code)]
 
 pub mod args;
@@ -21,7 +23,6 @@ mod identity;
 pub mod install;
 mod kube_util;
 mod output;
-pub mod sandbox;
 mod uninstall;
 
 use std::io::Write;
@@ -48,26 +49,18 @@ pub async fn run(cli: Cli, client: kube::Client, out: &mut impl Write) -> Result
         Command::Explain(ExplainCommand::Identity(i)) => explain::identity(&client, &i, out).await,
         Command::Install(i) => install::run(&i, Some(&client), out).await,
         Command::Uninstall(u) => uninstall::run(&client, &u, out).await,
-        Command::Sandbox(_) | Command::SandboxForward { .. } => {
-            Err(Error::Usage("the sandbox starts its own cluster: run it without a client".into()))
-        }
     }
 }
 
 /// Whether `cli` talks to the API server (`podid install` without `--apply` only prints).
 pub fn needs_client(cli: &Cli) -> bool {
     !matches!(&cli.command, Command::Install(i) if !i.apply)
-        && !matches!(&cli.command, Command::Sandbox(_) | Command::SandboxForward { .. })
 }
 
 /// Runs a command that needs no API server (see [`needs_client`]).
 pub async fn run_offline(cli: Cli, out: &mut impl Write) -> Result<ExitCode> {
     match cli.command {
         Command::Install(i) if !i.apply => install::run(&i, None, out).await,
-        Command::Sandbox(s) => sandbox::run(&s, out).await,
-        Command::SandboxForward { pairs } => {
-            sandbox::forward_main(&pairs, out).await.map(|()| ExitCode::SUCCESS).map_err(Error::from)
-        }
         _ => Err(Error::Usage("this command needs a Kubernetes cluster".into())),
     }
 }

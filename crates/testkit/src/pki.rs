@@ -27,6 +27,7 @@ pub(crate) struct SigningKey {
 pub(crate) struct Ca {
     issuer: std::sync::Arc<Issuer<'static, KeyPair>>,
     cert_pem: String,
+    key_pem: String,
 }
 
 impl std::fmt::Debug for Ca {
@@ -44,12 +45,18 @@ impl Ca {
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
         let cert = params.self_signed(&key).map_err(pki("CA certificate"))?;
-        Ok(Self { issuer: std::sync::Arc::new(Issuer::new(params, key)), cert_pem: cert.pem() })
+        let key_pem = key.serialize_pem();
+        Ok(Self { issuer: std::sync::Arc::new(Issuer::new(params, key)), cert_pem: cert.pem(), key_pem })
     }
 
     /// The CA certificate, PEM.
     pub(crate) fn cert_pem(&self) -> &str {
         &self.cert_pem
+    }
+
+    /// The CA's private key, PEM (PKCS#8).
+    pub(crate) fn key_pem(&self) -> &str {
+        &self.key_pem
     }
 
     /// A serving certificate for the API server on loopback and `extra_ips` (where nodes and pods

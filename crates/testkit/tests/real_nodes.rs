@@ -2,19 +2,19 @@
 //! real containers, and leaving nothing behind. Needs root (CI runs as root; a missing
 //! prerequisite fails the test with what to install).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
-use std::path::PathBuf;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use kube::api::PostParams;
+use podid_testkit::images::Catalog;
 use podid_testkit::{NodeSpec, RealCluster};
 
 const NODE0: &str = "aks-nodepool1-12345678-vmss000000";
 const NODE1: &str = "aks-nodepool1-12345678-vmss000001";
 
-fn images() -> Vec<PathBuf> {
-    podid_testkit::images::test_images().unwrap()
+fn catalog() -> Catalog {
+    Catalog::load().unwrap()
 }
 
 async fn two_nodes() -> RealCluster {
@@ -22,13 +22,15 @@ async fn two_nodes() -> RealCluster {
     RealCluster::builder()
         .node(NodeSpec::new(NODE0).kube_proxy(true))
         .node(NodeSpec::new(NODE1).kube_proxy(false))
-        .images(images())
+        .catalog(&catalog(), &["busybox"])
+        .unwrap()
         .start()
         .await
         .unwrap()
 }
 
 fn busybox(name: &str, node: &str, script: &str) -> Pod {
+    let image = catalog().reference("busybox").unwrap();
     serde_json::from_value(serde_json::json!({
         "apiVersion": "v1",
         "kind": "Pod",
@@ -38,7 +40,7 @@ fn busybox(name: &str, node: &str, script: &str) -> Pod {
             "terminationGracePeriodSeconds": 1,
             "containers": [{
                 "name": "main",
-                "image": podid_testkit::images::BUSYBOX,
+                "image": image,
                 "imagePullPolicy": "IfNotPresent",
                 "command": ["/bin/sh", "-c", script]
             }]

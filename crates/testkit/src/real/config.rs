@@ -8,12 +8,10 @@ use std::path::Path;
 
 use super::net;
 
-/// The image every pod's sandbox runs (imported, never pulled).
-pub const PAUSE_IMAGE: &str = "podid.test/pause:3.2";
-
 /// containerd's configuration: its own root, state and socket under `dir`, the CRI plugin with
-/// cgroupfs, overlayfs and the node's CNI network.
-pub(crate) fn containerd(dir: &Path) -> String {
+/// cgroupfs, overlayfs and the node's CNI network, pods' sandboxes running `pause` (imported, never
+/// pulled).
+pub(crate) fn containerd(dir: &Path, pause: &str) -> String {
     let d = dir.display();
     format!(
         r#"version = 2
@@ -27,7 +25,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
 [plugins."io.containerd.internal.v1.opt"]
   path = "{d}/containerd/opt"
 [plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = "{PAUSE_IMAGE}"
+  sandbox_image = "{pause}"
   # These VMs lack CAP_SYS_RESOURCE: a negative oom_score_adj is refused and every pod would fail.
   restrict_oom_score_adj = true
   stream_server_address = "127.0.0.1"

@@ -43,13 +43,13 @@ use k8s_openapi::api::core::v1::{Node, ServiceAccount};
 use kube::Api;
 use kube::api::ListParams;
 
-pub use config::PAUSE_IMAGE;
 pub use net::{IMDS_IP, KUBERNETES_SERVICE_IP, SERVICES_IP};
 pub use node::{NodeSpec, RealNode};
 pub use prereq::check as check_prerequisites;
 
 use crate::binaries::{kube_bin, workspace_bin};
 use crate::cluster::local::{ApiConfig, Cleanup};
+use crate::images::Catalog;
 use crate::process::Processes;
 use crate::wait::eventually;
 use crate::{Error, Result, TestCluster};
@@ -75,6 +75,7 @@ pub struct RealCluster {
 pub struct RealClusterBuilder {
     nodes: Vec<NodeSpec>,
     images: Vec<PathBuf>,
+    pause: Option<String>,
 }
 
 impl RealClusterBuilder {
@@ -84,25 +85,26 @@ impl RealClusterBuilder {
         self
     }
 
-    /// Adds an image tarball to import into every node (the pause image is required).
-    pub fn image(mut self, tarball: impl Into<PathBuf>) -> Self {
-        self.images.push(tarball.into());
-        self
-    }
-
-    /// Adds image tarballs.
-    pub fn images(mut self, tarballs: impl IntoIterator<Item = PathBuf>) -> Self {
-        self.images.extend(tarballs);
-        self
+    /// Imports images `names` of `catalog` into every node, with the catalog's `pause` image as
+    /// every pod's sandbox.
+    pub fn catalog(mut self, catalog: &Catalog, names: &[&str]) -> Result<Self> {
+        self.pause = Some(catalog.reference("pause")?);
+        self.images.push(catalog.tarball("pause")?);
+        self.images.extend(catalog.tarballs(names)?);
+        Ok(self)
     }
 
     /// Starts the control plane and every node, and waits until every node is Ready.
     pub async fn start(self) -> Result<RealCluster> {
         prereq::check()?;
+        let pause = self
+            .pause
+            .clone()
+            .ok_or_else(|| Error::Unexpected("no pause image: call `catalog` first".into()))?;
         let began = std::time::Instant::now();
         let mut cluster = RealCluster::control_plane().await?;
         tracing::info!(elapsed_ms = began.elapsed().as_millis() as u64, "Control plane ready");
-        cluster.start_nodes(self.nodes, &self.images).await?;
+        cluster.start_nodes(self.nodes, &self.images, &pause).await?;
         cluster.wait_ready().await?;
         tracing::info!(
             nodes = cluster.nodes.len(),
@@ -157,7 +159,7 @@ impl RealCluster {
         processes.spawn("kube-scheduler", scheduler, dir.join("kube-scheduler.log"))
     }
 
-    async fn start_nodes(&mut self, specs: Vec<NodeSpec>, images: &[PathBuf]) -> Result<()> {
+    async fn start_nodes(&mut self, specs: Vec<NodeSpec>, images: &[PathBuf], pause: &str) -> Result<()> {
         let ca =
             self.api.ca().cloned().ok_or_else(|| Error::Unexpected("a started cluster has a CA".into()))?;
         let api_port = self.api_port()?;
@@ -172,7 +174,7 @@ impl RealCluster {
                 &format!("/podid-{}-n{index}", self.tag),
             )?;
             let shared =
-                node::Shared { tag: &self.tag, bridge, cluster_dir: &dir, ca: &ca, api_port, images };
+                node::Shared { tag: &self.tag, bridge, cluster_dir: &dir, ca: &ca, api_port, images, pause };
             let node = node::RealNode::start(processes, &shared, spec, index).await?;
             self.teardown.init(node.init_pid())?;
             self.nodes.push(node);
@@ -211,6 +213,14 @@ impl RealCluster {
     /// Node `name`.
     pub fn node(&self, name: &str) -> Option<&RealNode> {
         self.nodes.iter().find(|n| n.name() == name)
+    }
+
+    /// The cluster's CA certificate and private key, PEM: what kubelets and pods trust (every pod
+    /// has the certificate as `/var/run/secrets/kubernetes.io/serviceaccount/ca.crt`). A service
+    /// for pods (e.g. the emulator) can serve with a certificate it issues.
+    pub fn ca(&self) -> Result<(String, String)> {
+        let ca = self.api.ca().ok_or_else(|| Error::Unexpected("a started cluster has a CA".into()))?;
+        Ok((ca.cert_pem().to_owned(), ca.key_pem().to_owned()))
     }
 
     /// The tag every name this cluster made carries (links, namespaces, cgroups).
@@ -259,7 +269,14 @@ impl RealCluster {
     /// exists (pods are refused before).
     pub async fn namespace(&self, prefix: &str) -> Result<String> {
         let ns = self.api.namespace(prefix).await?;
-        let accounts = Api::<ServiceAccount>::namespaced(self.api.client()?, &ns);
+        self.wait_service_account(&ns).await?;
+        Ok(ns)
+    }
+
+    /// Waits until namespace `ns` has its `default` service account with its token (the
+    /// controller-manager makes both; pods are refused before).
+    pub async fn wait_service_account(&self, ns: &str) -> Result<()> {
+        let accounts = Api::<ServiceAccount>::namespaced(self.api.client()?, ns);
         eventually(
             &format!("service account {ns}/default"),
             Duration::from_secs(60),
@@ -275,8 +292,7 @@ impl RealCluster {
                 }
             },
         )
-        .await?;
-        Ok(ns)
+        .await
     }
 
     /// Kills node `name`'s kubelet (SIGKILL) and starts it again with the same flags.

@@ -115,6 +115,9 @@ pub(crate) fn create_node(bridge: &HostBridge, index: u8, ns: &str, host_if: &st
         vec!["ip", "link", "set", "eth0", "up"],
         vec!["ip", "addr", "add", "169.254.169.254/32", "dev", "lo"],
         vec!["ip", "addr", "add", "10.250.250.1/32", "dev", "lo"],
+        // The service network, on the node's link: without a route for 10.96.0.1 a node process's
+        // connect() fails before its packet meets the DNAT (a real node's default route covers it).
+        vec!["ip", "route", "add", super::super::cluster::local::SERVICE_CIDR, "dev", "eth0"],
         // The CNI bridge, with its address set by hand: the plugin runs with isGateway=false so
         // that it never writes net.ipv4.ip_forward.
         vec!["ip", "link", "add", "cbr0", "type", "bridge"],

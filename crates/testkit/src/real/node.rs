@@ -78,6 +78,8 @@ pub(crate) struct Shared<'a> {
     pub(crate) ca: &'a Ca,
     pub(crate) api_port: u16,
     pub(crate) images: &'a [PathBuf],
+    /// The pause image's reference (one of `images`).
+    pub(crate) pause: &'a str,
 }
 
 /// How long containerd may take to answer on its socket.
@@ -118,7 +120,7 @@ impl RealNode {
         for image in shared.images {
             node.import(image)?;
         }
-        node.start_kubelet(processes)?;
+        node.start_kubelet(processes, shared.pause)?;
         if node.spec.kube_proxy {
             node.start_kube_proxy(processes)?;
         } else {
@@ -196,7 +198,7 @@ impl RealNode {
             path: self.dir.join("cni"),
             source,
         })?;
-        write("containerd.toml", &config::containerd(&self.dir))?;
+        write("containerd.toml", &config::containerd(&self.dir, shared.pause))?;
         write("cni/10-podid.conflist", &config::cni(&self.dir, self.index))?;
         write("resolv.conf", "")?;
         write("ca.crt", shared.ca.cert_pem())?;
@@ -247,8 +249,9 @@ impl RealNode {
         }
     }
 
-    fn start_kubelet(&self, processes: &mut Processes) -> Result<()> {
+    fn start_kubelet(&self, processes: &mut Processes, pause: &str) -> Result<()> {
         let kubelet = kube_bin("kubelet")?;
+        let pause = pause.to_owned();
         let (host, dir, spec) = (self.host.clone(), self.dir.clone(), self.spec.clone());
         let ip = self.ip;
         let recipe = Recipe(Box::new(move || {
@@ -264,7 +267,7 @@ impl RealNode {
                 .arg(format!("--container-runtime-endpoint=unix://{}", dir.join("containerd.sock").display()))
                 .arg(format!("--hostname-override={}", spec.name))
                 .arg(format!("--node-ip={ip}"))
-                .arg(format!("--pod-infra-container-image={}", config::PAUSE_IMAGE))
+                .arg(format!("--pod-infra-container-image={pause}"))
                 .arg("--v=1");
             command
         }));

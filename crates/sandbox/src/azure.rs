@@ -1,20 +1,21 @@
 //! The sandbox's Azure: the emulator's default world (node resource group with a two-node scale
 //! set, identity resource group, the admin and cluster service principals) plus what the
 //! walkthrough needs, and the ARM calls an administrator would make with `az`.
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use podid_azure::ArmClient;
+use anyhow::{Context as _, Result};
 use podid_azure::arm::{builtin_roles, role_definition_id};
+use podid_azure::credential::ServicePrincipal;
+use podid_azure::http::{HttpOptions, build_client};
+use podid_azure::{AadClient, ArmClient, ArmOptions, CachedTokenSource, ClientCredential, Cloud, Secret};
 use podid_core::scaleset::{IdentityPatch, Target, TargetKind};
 use podid_emulator::config::{IdentityConfig, VmConfig, builtin};
-use podid_emulator::{Emulator, EmulatorConfig, RunningEmulator};
-
-use super::SandboxError;
-use crate::args::AzureArgs;
+use podid_emulator::{EmulatorConfig, RunningEmulator};
 
 /// The walkthrough's first identity (the emulator's `podid-app`).
 pub const FIRST_IDENTITY: &str = builtin::APP_IDENTITY;
-/// The second identity behind the same selector.
+/// The second identity of the multi-identity part.
 pub const SECOND_IDENTITY: &str = "podid-app-2";
 /// A VM in the node resource group, so that the demo's VM count shows its role works.
 pub const JUMPBOX_VM: &str = "podid-jumpbox";
@@ -22,6 +23,17 @@ pub const JUMPBOX_VM: &str = "podid-jumpbox";
 pub const OPERATION_MS: u64 = 300;
 /// A newly assigned identity reaches the node's IMDS this long after ARM reports it.
 pub const IMDS_PROPAGATION_MS: u64 = 200;
+
+/// An identity of the walkthrough, as `az identity show` prints it.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// ARM resource id.
+    pub id: String,
+    /// Client id.
+    pub client_id: String,
+    /// Principal (object) id.
+    pub principal_id: String,
+}
 
 /// The emulator configuration of the sandbox.
 pub fn config() -> EmulatorConfig {
@@ -46,51 +58,64 @@ pub fn config() -> EmulatorConfig {
     config
 }
 
-/// Starts the emulator.
-pub async fn start() -> Result<RunningEmulator, SandboxError> {
-    Emulator::start(config()).await.map_err(|e| SandboxError::new(format!("cannot start the emulator: {e}")))
-}
-
-/// How `podid identity add` reaches ARM as the administrator (`podid-admin`, Owner).
-pub fn admin_args(emulator: &RunningEmulator) -> Result<AzureArgs, SandboxError> {
+/// The administrator's ARM client (`podid-admin`, Owner), on the host's loopback.
+pub fn admin_arm(emulator: &RunningEmulator, ca_file: &std::path::Path) -> Result<ArmClient> {
     let info = emulator.info();
-    let admin = info
-        .applications
-        .get(builtin::ADMIN_APP)
-        .ok_or_else(|| SandboxError::new("the emulator has no admin application".into()))?;
-    let url =
-        |u: String| url::Url::parse(&u).map_err(|e| SandboxError::new(format!("emulator URL {u}: {e}")));
-    Ok(AzureArgs {
-        arm_endpoint: Some(url(emulator.arm_url())?),
-        aad_authority: Some(url(emulator.login_url())?),
-        trusted_ca_files: vec![emulator.ca_pem_path().to_path_buf()],
-        tenant_id: Some(emulator.tenant_id()),
-        azure_client_id: Some(admin.client_id.clone()),
-        azure_client_secret: admin.secrets.first().cloned(),
-        subscription_id: Some(emulator.subscription_id()),
-    })
+    let admin = info.applications.get(builtin::ADMIN_APP).context("the emulator has no admin application")?;
+    let url = |u: String| url::Url::parse(&u).with_context(|| format!("emulator URL {u}"));
+    let cloud = Cloud::public()
+        .with_resource_manager(url(emulator.arm_url())?)
+        .with_authority_host(url(emulator.login_url())?);
+    let http = HttpOptions {
+        extra_ca_files: vec![ca_file.to_owned()],
+        proxy_from_env: false,
+        ..HttpOptions::default()
+    };
+    let reqwest = build_client(&http).context("cannot set up HTTPS")?;
+    let principal = ServicePrincipal {
+        aad: AadClient::new(reqwest.clone(), cloud.authority_host.clone()),
+        tenant_id: emulator.tenant_id(),
+        client_id: admin.client_id.clone(),
+        credential: ClientCredential::Secret(Secret::new(admin.secrets.first().cloned().unwrap_or_default())),
+    };
+    Ok(ArmClient::for_cloud(
+        reqwest,
+        &cloud,
+        Arc::new(CachedTokenSource::new(principal)),
+        ArmOptions::default(),
+    ))
 }
 
-/// The administrator's ARM client.
-pub fn admin_arm(emulator: &RunningEmulator) -> Result<ArmClient, SandboxError> {
-    crate::azure::client(&admin_args(emulator)?, "the sandbox drives the emulator's ARM")
-        .map_err(|e| SandboxError::new(e.to_string()))
+/// `az identity show -g <identity RG> -n <name>`.
+pub async fn show_identity(arm: &ArmClient, emulator: &RunningEmulator, name: &str) -> Result<Identity> {
+    let sub = emulator.subscription_id();
+    let found = arm
+        .get_user_assigned_identity(&sub, builtin::IDENTITY_RESOURCE_GROUP, name)
+        .await
+        .with_context(|| format!("az identity show -n {name}"))?;
+    Ok(Identity { id: found.id, client_id: found.client_id, principal_id: found.principal_id })
 }
 
-/// `az role assignment create --role "Virtual Machine Contributor" --assignee <principal> --scope <node RG>`.
-pub async fn grant_vm_contributor(
+/// `az role assignment create --role <role> --assignee <principal> --scope <node RG>`.
+pub async fn grant(
     arm: &ArmClient,
     emulator: &RunningEmulator,
     principal_id: &str,
-) -> Result<String, SandboxError> {
+    role: &str,
+) -> Result<String> {
     let sub = emulator.subscription_id();
     let scope = format!("/subscriptions/{sub}/resourceGroups/{}", builtin::NODE_RESOURCE_GROUP);
-    let role = role_definition_id(&sub, builtin_roles::VIRTUAL_MACHINE_CONTRIBUTOR);
-    match arm.create_role_assignment(&scope, &role, principal_id, "ServicePrincipal").await {
+    let definition = role_definition_id(&sub, role);
+    match arm.create_role_assignment(&scope, &definition, principal_id, "ServicePrincipal").await {
         Ok(_) => Ok(scope),
         Err(e) if e.code() == Some("RoleAssignmentExists") => Ok(scope),
-        Err(e) => Err(SandboxError::new(format!("cannot grant Virtual Machine Contributor on {scope}: {e}"))),
+        Err(e) => Err(e).with_context(|| format!("az role assignment create on {scope}")),
     }
+}
+
+/// The two roles of the walkthrough: Virtual Machine Contributor (first part), Reader (second).
+pub fn role_id(reader: bool) -> &'static str {
+    if reader { builtin_roles::READER } else { builtin_roles::VIRTUAL_MACHINE_CONTRIBUTOR }
 }
 
 /// `az identity federated-credential create` on identity `name` for `issuer` and `subject`.
@@ -100,7 +125,7 @@ pub async fn federate(
     name: &str,
     issuer: &str,
     subject: &str,
-) -> Result<(), SandboxError> {
+) -> Result<()> {
     let audiences = [podid_testkit::TOKEN_EXCHANGE_AUDIENCE.to_owned()];
     arm.put_federated_credential(
         &emulator.subscription_id(),
@@ -112,7 +137,7 @@ pub async fn federate(
         &audiences,
     )
     .await
-    .map_err(|e| SandboxError::new(format!("cannot create the federated credential of {name}: {e}")))?;
+    .with_context(|| format!("cannot create the federated credential of {name}"))?;
     Ok(())
 }
 
@@ -126,18 +151,15 @@ pub fn scale_set(emulator: &RunningEmulator) -> Target {
     }
 }
 
-/// `az vmss identity assign|remove` for one identity (managed mode: no controller does it).
+/// `az vmss identity assign|remove` for one identity (managed mode: AKS, not a controller, does it).
 pub async fn set_on_scale_set(
     arm: &ArmClient,
     emulator: &RunningEmulator,
     id: &str,
     present: bool,
-) -> Result<(), SandboxError> {
+) -> Result<()> {
     let target = scale_set(emulator);
-    let current = arm
-        .get_identity(&target)
-        .await
-        .map_err(|e| SandboxError::new(format!("cannot read {target}: {e}")))?;
+    let current = arm.get_identity(&target).await.with_context(|| format!("cannot read {target}"))?;
     let mut after = current.identity.clone();
     let key = id.to_ascii_lowercase();
     if present == after.user_assigned.contains(&key) {
@@ -150,9 +172,7 @@ pub async fn set_on_scale_set(
     }
     let entries = if after.user_assigned.is_empty() { Default::default() } else { [(key, present)].into() };
     let patch = IdentityPatch { type_: after.type_str(), entries, after };
-    arm.patch_identity(&target, &patch)
-        .await
-        .map_err(|e| SandboxError::new(format!("cannot update {target}: {e}")))?;
+    arm.patch_identity(&target, &patch).await.with_context(|| format!("cannot update {target}"))?;
     Ok(())
 }
 
@@ -166,7 +186,7 @@ pub async fn wait_scale_set(
     emulator: &RunningEmulator,
     timeout: Duration,
     check: impl Fn(&[String]) -> bool,
-) -> Result<Vec<String>, Vec<String>> {
+) -> std::result::Result<Vec<String>, Vec<String>> {
     let deadline = Instant::now() + timeout;
     loop {
         let now = scale_set_identities(emulator);
@@ -176,7 +196,7 @@ pub async fn wait_scale_set(
         if Instant::now() > deadline {
             return Err(now);
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

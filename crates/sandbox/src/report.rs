@@ -1,8 +1,8 @@
 //! Step-by-step progress, the summary table, and the timings (JSON file and `BENCH-JSON` lines).
 //!
 //! ```text
-//! [ 3/12] install podid (podid install, standard mode)
-//!         applied 23 objects
+//! [ 3/12] podid install --apply (standard mode)
+//!         $ podid install --mode standard --apply ...
 //!         ok in 0.41 s
 //! ```
 use std::io::Write;
@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use super::SandboxError;
+use anyhow::{Context as _, Result};
 
 /// One finished step.
 #[derive(Debug, Clone)]
@@ -37,7 +37,7 @@ impl Report {
     }
 
     /// Starts step `name`.
-    pub fn begin(&mut self, out: &mut impl Write, name: &str) -> Result<(), SandboxError> {
+    pub fn begin(&mut self, out: &mut impl Write, name: &str) -> Result<()> {
         let n = self.steps.len() + 1;
         writeln!(out, "[{n:>2}/{}] {name}", self.total).map_err(io)?;
         out.flush().map_err(io)?;
@@ -46,7 +46,7 @@ impl Report {
     }
 
     /// A detail line of the current step.
-    pub fn note(&self, out: &mut impl Write, text: &str) -> Result<(), SandboxError> {
+    pub fn note(&self, out: &mut impl Write, text: &str) -> Result<()> {
         for line in text.lines() {
             writeln!(out, "        {line}").map_err(io)?;
         }
@@ -54,7 +54,7 @@ impl Report {
     }
 
     /// Ends the current step as verified.
-    pub fn done(&mut self, out: &mut impl Write) -> Result<(), SandboxError> {
+    pub fn done(&mut self, out: &mut impl Write) -> Result<()> {
         if let Some((name, started)) = self.current.take() {
             let elapsed = started.elapsed();
             writeln!(out, "        ok in {:.2} s", elapsed.as_secs_f64()).map_err(io)?;
@@ -77,7 +77,7 @@ impl Report {
     }
 
     /// The summary table.
-    pub fn summary(&self, out: &mut impl Write, mode: &str) -> Result<(), SandboxError> {
+    pub fn summary(&self, out: &mut impl Write, mode: &str) -> Result<()> {
         let width = self.steps.iter().map(|s| s.name.chars().count()).max().unwrap_or(4).max(4);
         writeln!(out, "\nsummary ({mode} mode)").map_err(io)?;
         writeln!(out, "  {:<width$}  {:>8}  result", "step", "seconds").map_err(io)?;
@@ -112,11 +112,9 @@ impl Report {
     }
 
     /// Writes [`json`](Self::json) to `path`.
-    pub fn write_json(&self, path: &Path, mode: &str) -> Result<(), SandboxError> {
-        let text =
-            serde_json::to_string_pretty(&self.json(mode)).map_err(|e| SandboxError::new(e.to_string()))?;
-        std::fs::write(path, text + "\n")
-            .map_err(|e| SandboxError::new(format!("cannot write {}: {e}", path.display())))
+    pub fn write_json(&self, path: &Path, mode: &str) -> Result<()> {
+        let text = serde_json::to_string_pretty(&self.json(mode))?;
+        std::fs::write(path, text + "\n").with_context(|| format!("cannot write {}", path.display()))
     }
 }
 
@@ -124,8 +122,8 @@ fn secs(d: Duration) -> f64 {
     (d.as_secs_f64() * 1000.0).round() / 1000.0
 }
 
-fn io(e: std::io::Error) -> SandboxError {
-    SandboxError::new(format!("writing output: {e}"))
+fn io(e: std::io::Error) -> anyhow::Error {
+    anyhow::Error::new(e).context("writing output")
 }
 
 #[cfg(test)]
