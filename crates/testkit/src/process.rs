@@ -144,6 +144,19 @@ impl Processes {
         Ok(())
     }
 
+    /// Stops every child whose name starts with `prefix` (as [`stop`](Self::stop) does).
+    pub(crate) fn stop_all(&mut self, prefix: &str) {
+        let names: Vec<String> = self
+            .children
+            .iter()
+            .filter(|s| s.name.starts_with(prefix) && !s.stopped)
+            .map(|s| s.name.clone())
+            .collect();
+        for name in names {
+            let _ = self.stop(&name);
+        }
+    }
+
     /// Starts stopped child `name` again from its recipe, its output appended to its log.
     pub(crate) fn start_again(&mut self, name: &str) -> Result<()> {
         let supervised = self.find(name)?;

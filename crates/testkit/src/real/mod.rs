@@ -295,6 +295,28 @@ impl RealCluster {
         .await
     }
 
+    /// Stops node `name` as a deleted VM stops: every process of the node (kubelet, containerd,
+    /// containers) is killed at once. Its namespaces, cgroups and link are removed with the
+    /// cluster; its Node object stays until someone deletes it.
+    pub async fn stop_node(&self, name: &str) -> Result<()> {
+        let node = self.node(name).ok_or_else(|| Error::Unexpected(format!("no node {name}")))?;
+        kill(node.init_pid());
+        let dead = || host::comm(node.init_pid()).as_deref() != Some("podid-node-init");
+        eventually(
+            &format!("node {name} to stop"),
+            Duration::from_secs(20),
+            Duration::from_millis(50),
+            || {
+                let done = dead();
+                async move { Ok(done.then_some(())) }
+            },
+        )
+        .await?;
+        // The node's supervised children (all dead now) are stopped, not failures.
+        self.processes.lock().await.stop_all(&format!("n{}-", node.index));
+        Ok(())
+    }
+
     /// Kills node `name`'s kubelet (SIGKILL) and starts it again with the same flags.
     pub async fn restart_kubelet(&self, name: &str) -> Result<()> {
         let node = self.node(name).ok_or_else(|| Error::Unexpected(format!("no node {name}")))?;
