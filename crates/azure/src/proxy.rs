@@ -35,6 +35,8 @@ pub struct ProxySettings {
     https: Option<Url>,
     /// `NO_PROXY` entries.
     no_proxy: Vec<NoProxy>,
+    /// The proxy variables' values as set, usable or not (to recognise what kube took from them).
+    raw: Vec<String>,
 }
 
 /// One `NO_PROXY` entry.
@@ -85,12 +87,23 @@ impl ProxySettings {
         let https = proxy(["HTTPS_PROXY", "https_proxy"]);
         let http = proxy(["HTTP_PROXY", "http_proxy"]);
         let no_proxy = first(["NO_PROXY", "no_proxy"]).map(|(_, v)| parse_no_proxy(&v)).unwrap_or_default();
-        (Self { http, https, no_proxy }, problems)
+        let raw = ["HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"]
+            .into_iter()
+            .filter_map(|n| env.var(n))
+            .map(|v| v.trim().trim_end_matches('/').to_string())
+            .filter(|v| !v.is_empty())
+            .collect();
+        (Self { http, https, no_proxy, raw }, problems)
     }
 
     /// Settings with these proxies and `NO_PROXY` list (tests and explicit configuration).
     pub fn new(http: Option<Url>, https: Option<Url>, no_proxy: &str) -> Self {
-        Self { http, https, no_proxy: parse_no_proxy(no_proxy) }
+        let raw = [&http, &https]
+            .into_iter()
+            .flatten()
+            .map(|u| u.as_str().trim_end_matches('/').to_string())
+            .collect();
+        Self { http, https, no_proxy: parse_no_proxy(no_proxy), raw }
     }
 
     /// Whether any proxy is configured at all.
@@ -133,9 +146,15 @@ impl ProxySettings {
     /// (which it checks against `NO_PROXY` by the proxy's address, not the server's, and only
     /// outside the cluster) is replaced by this decision.
     pub fn for_kube(&self, cluster: &http::Uri, loaded: Option<&http::Uri>) -> Option<http::Uri> {
-        let same =
-            |a: &http::Uri, b: &Url| a.to_string().trim_end_matches('/') == b.as_str().trim_end_matches('/');
-        let from_env = |p: &http::Uri| [&self.https, &self.http].into_iter().flatten().any(|e| same(p, e));
+        let from_env = |p: &http::Uri| {
+            let p = p.to_string();
+            let p = p.trim_end_matches('/');
+            self.raw.iter().any(|r| r == p)
+                || [&self.https, &self.http]
+                    .into_iter()
+                    .flatten()
+                    .any(|e| e.as_str().trim_end_matches('/') == p)
+        };
         match loaded {
             Some(p) if !from_env(p) => Some(p.clone()),
             _ => self.proxy_uri_for(cluster),
@@ -359,6 +378,13 @@ mod tests {
             s.for_kube(&remote, None).map(|u| u.to_string()).as_deref(),
             Some("http://proxy.corp:3128/"),
             "in-cluster too"
+        );
+        let (socks, _) = ProxySettings::from_vars(&[("HTTPS_PROXY", "socks5://s:1080")]);
+        let taken: http::Uri = "socks5://s:1080".parse().unwrap();
+        assert_eq!(
+            socks.for_kube(&remote, Some(&taken)),
+            None,
+            "an unusable HTTPS_PROXY is not used for kube either"
         );
     }
 
