@@ -52,7 +52,7 @@ pub(crate) async fn add(client: &kube::Client, args: IdentityAdd, out: &mut impl
     if let Some(c) = &client_id {
         validate_guid("--client-id", c)?;
     }
-    if let Some(o) = &cluster_identity_object_id {
+    if let Some(o) = cluster_identity_object_id.as_ref().filter(|_| !federated) {
         validate_guid("--cluster-identity-object-id", o)?;
     }
     if federated {
