@@ -173,6 +173,14 @@ impl ProxySettings {
     }
 }
 
+/// A proxy URI (as kube holds it) without user and password, for logs and messages.
+pub fn redacted_uri(uri: &http::Uri) -> String {
+    match Url::parse(&uri.to_string()) {
+        Ok(url) => redacted(&url).trim_end_matches('/').to_string(),
+        Err(_) => uri.authority().map_or_else(String::new, |a| a.host().to_string()),
+    }
+}
+
 /// The URL without user and password.
 fn redacted(url: &Url) -> String {
     let mut u = url.clone();
@@ -393,5 +401,7 @@ mod tests {
         let s = settings(&[("HTTPS_PROXY", "http://user:secret@proxy.corp:3128")]);
         let d = s.describe();
         assert!(d.contains("proxy.corp:3128") && !d.contains("secret") && !d.contains("user"), "{d}");
+        let uri: http::Uri = "http://user:secret@proxy.corp:3128".parse().unwrap();
+        assert_eq!(redacted_uri(&uri), "http://proxy.corp:3128");
     }
 }

@@ -46,22 +46,11 @@ pub async fn connect(
     let server = ApiServer {
         url: config.cluster_url.to_string().trim_end_matches('/').to_string(),
         connect_timeout,
-        proxy: config.proxy_url.as_ref().map(|p| redact(&p.to_string())),
+        proxy: config.proxy_url.as_ref().map(podid_azure::proxy::redacted_uri),
     };
     let client = kube::Client::try_from(config)
         .map_err(|e| Error::Usage(format!("cannot build a Kubernetes client: {e}")))?;
     Ok((client, server))
-}
-
-/// `scheme://host:port` of a proxy URL, without credentials.
-fn redact(url: &str) -> String {
-    match url.split_once("://") {
-        Some((scheme, rest)) => {
-            let host = rest.rsplit_once('@').map_or(rest, |(_, h)| h).trim_end_matches('/');
-            format!("{scheme}://{host}")
-        }
-        None => url.to_string(),
-    }
 }
 
 /// Checks `name` is an RFC 1123 subdomain.
@@ -119,12 +108,6 @@ pub(crate) fn split_ref(s: &str, what: &'static str) -> Result<(String, String)>
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn proxy_credentials_are_not_shown() {
-        assert_eq!(redact("http://user:pw@proxy.corp:3128/"), "http://proxy.corp:3128");
-        assert_eq!(redact("http://proxy.corp:3128"), "http://proxy.corp:3128");
-    }
 
     #[test]
     fn references_need_exactly_one_slash() {

@@ -95,7 +95,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .context("cannot configure a Kubernetes client (KUBECONFIG or in-cluster)")?;
     let proxy = podid_azure::ProxySettings::from_env();
     kube_config.proxy_url = proxy.for_kube(&kube_config.cluster_url, kube_config.proxy_url.as_ref());
-    tracing::info!(proxy = proxy.describe(), api_server_via = ?kube_config.proxy_url, "Outbound proxies");
+    let api_server_via = kube_config.proxy_url.as_ref().map(podid_azure::proxy::redacted_uri);
+    tracing::info!(proxy = proxy.describe(), ?api_server_via, "Outbound proxies");
     let kube = kube::Client::try_from(kube_config).context("cannot build a Kubernetes client")?;
     let mut registry = Registry::default();
     let metrics = Arc::new(Metrics::register(&mut registry));
