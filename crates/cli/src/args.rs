@@ -17,6 +17,9 @@ pub struct Cli {
     /// Kubeconfig file (default: $KUBECONFIG, ~/.kube/config, or in-cluster).
     #[arg(long, global = true)]
     pub kubeconfig: Option<PathBuf>,
+    /// Seconds to wait for a connection to the Kubernetes API server before giving up.
+    #[arg(long, global = true, env = "PODID_CONNECT_TIMEOUT", default_value_t = 5, value_name = "SECONDS")]
+    pub connect_timeout: u64,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,

@@ -30,13 +30,14 @@ use std::process::ExitCode;
 
 pub use args::Cli;
 pub use error::{Error, Result};
+pub use kube_util::ApiServer;
 
 use args::{Command, ExceptionCommand, ExplainCommand, IdentityCommand};
 
 /// Runs one command. `Ok` carries the exit code (non-zero when the command did its main work but
 /// could not do everything, e.g. grant a role); `Err` is a failure with one line to print.
 pub async fn run(cli: Cli, client: kube::Client, out: &mut impl Write) -> Result<ExitCode> {
-    let Cli { kubeconfig: _, command } = cli;
+    let Cli { kubeconfig: _, connect_timeout: _, command } = cli;
     match command {
         Command::Identity(IdentityCommand::Add(a)) => identity::add(&client, *a, out).await,
         Command::Identity(IdentityCommand::Delete(o)) => identity::delete(&client, &o, out).await,
@@ -65,19 +66,9 @@ pub async fn run_offline(cli: Cli, out: &mut impl Write) -> Result<ExitCode> {
     }
 }
 
-/// A Kubernetes client from `--kubeconfig`, else `$KUBECONFIG`/`~/.kube/config`/in-cluster.
-pub async fn kube_client(kubeconfig: Option<&std::path::Path>) -> Result<kube::Client> {
-    let config = match kubeconfig {
-        Some(path) => {
-            let file = kube::config::Kubeconfig::read_from(path)
-                .map_err(|e| Error::Usage(format!("cannot read kubeconfig {}: {e}", path.display())))?;
-            kube::Config::from_custom_kubeconfig(file, &Default::default())
-                .await
-                .map_err(|e| Error::Usage(format!("kubeconfig {} is unusable: {e}", path.display())))?
-        }
-        None => kube::Config::infer().await.map_err(|e| {
-            Error::Usage(format!("no Kubernetes configuration found (pass --kubeconfig): {e}"))
-        })?,
-    };
-    kube::Client::try_from(config).map_err(|e| Error::Usage(format!("cannot build a Kubernetes client: {e}")))
+/// A Kubernetes client from `--kubeconfig`, else `$KUBECONFIG`/`~/.kube/config`/in-cluster, and
+/// where it connects (see [`kube_util::connect`]).
+pub async fn kube_client(cli: &Cli) -> Result<(kube::Client, ApiServer)> {
+    let timeout = std::time::Duration::from_secs(cli.connect_timeout);
+    kube_util::connect(cli.kubeconfig.as_deref(), timeout, &podid_azure::ProxySettings::from_env()).await
 }

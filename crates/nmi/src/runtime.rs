@@ -90,9 +90,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         if custom_user_agent.is_empty() { String::new() } else { format!(" {custom_user_agent}") }
     );
 
-    let kube = kube::Client::try_default()
+    let mut kube_config = kube::Config::infer()
         .await
-        .context("cannot build a Kubernetes client (KUBECONFIG or in-cluster)")?;
+        .context("cannot configure a Kubernetes client (KUBECONFIG or in-cluster)")?;
+    let proxy = podid_azure::ProxySettings::from_env();
+    kube_config.proxy_url = proxy.for_kube(&kube_config.cluster_url, kube_config.proxy_url.as_ref());
+    let api_server_via = kube_config.proxy_url.as_ref().map(podid_azure::proxy::redacted_uri);
+    tracing::info!(proxy = proxy.describe(), ?api_server_via, "Outbound proxies");
+    let kube = kube::Client::try_from(kube_config).context("cannot build a Kubernetes client")?;
     let mut registry = Registry::default();
     let metrics = Arc::new(Metrics::register(&mut registry));
     let registry = Arc::new(registry);
