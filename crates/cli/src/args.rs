@@ -54,8 +54,8 @@ pub enum Command {
 #[derive(Debug, Clone, Args)]
 pub struct InstallArgs {
     /// Operation mode: `standard` (controller + agent), `managed` or `federated` (agent only).
-    #[arg(long, value_enum, default_value_t = crate::install::Mode::Standard)]
-    pub mode: crate::install::Mode,
+    #[arg(long, value_enum, default_value_t = Mode::Standard)]
+    pub mode: Mode,
     /// The cluster uses kubenet: let the agent start and render the NET_RAW drop policy.
     #[arg(long)]
     pub allow_kubenet: bool,
@@ -243,6 +243,18 @@ pub struct ExplainPod {
     /// Namespace of the controller's own pods (`--MICNamespace`).
     #[arg(long, default_value = "default")]
     pub mic_namespace: String,
+    /// Explain a request for this client id (default: a request naming no identity).
+    #[arg(long, conflicts_with = "resource_id")]
+    pub client_id: Option<String>,
+    /// Explain a request for this identity resource id (`msi_res_id`).
+    #[arg(long)]
+    pub resource_id: Option<String>,
+    /// The agent runs with `--release-terminating-pods`.
+    #[arg(long)]
+    pub release_terminating_pods: bool,
+    /// The agent's `--identity-not-found-status` (the status of "no identity" answers).
+    #[arg(long, default_value_t = 404, value_parser = not_found_status)]
+    pub identity_not_found_status: u16,
     /// Federated identities: the cluster's service-account issuer (default: the API server's
     /// /.well-known/openid-configuration).
     #[arg(long)]
@@ -283,16 +295,17 @@ pub enum TextFormat {
     Json,
 }
 
-/// The node agent's operation mode.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Mode {
-    /// The controller assigns identities; the agent serves `Assigned` assignments.
-    Standard,
-    /// The agent alone, from bindings of the pod's namespace.
-    Managed,
-    /// `--operation-mode=federated`: every user-assigned identity through federation.
-    Federated,
+/// `404` or `400` (the agent's `--identity-not-found-status`).
+pub(crate) fn not_found_status(s: &str) -> std::result::Result<u16, String> {
+    match s {
+        "404" => Ok(404),
+        "400" => Ok(400),
+        other => Err(format!("{other:?} is not 404 or 400")),
+    }
 }
+
+/// The node agent's operation mode: the workspace's one [`podid_core::Mode`].
+pub use podid_core::Mode;
 
 #[cfg(test)]
 mod tests {

@@ -100,6 +100,16 @@ impl Refusal {
             RefusalKind::Internal => (500, false),
         }
     }
+
+    /// The status the agent answers with: [`Refusal::status`], except that "not found" is
+    /// `not_found` (`--identity-not-found-status`: 404, or 400 as IMDS answers an unknown identity)
+    /// unless `set_retry_after` turns it into 503.
+    pub fn answer_status(&self, not_found: u16, set_retry_after: bool) -> (u16, bool) {
+        match self.kind {
+            RefusalKind::NotFound if !set_retry_after => (not_found, false),
+            _ => self.status(set_retry_after),
+        }
+    }
 }
 
 /// `ns/name` of an identity with its redacted client id, as refusals show "what the pod has".

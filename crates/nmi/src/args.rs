@@ -80,6 +80,10 @@ pub struct Args {
     /// or `400` (as real IMDS answers an unknown identity, with its JSON error; SDKs fail at once).
     #[arg(long = "identity-not-found-status", default_value_t = 404, value_parser = not_found_status)]
     pub identity_not_found_status: u16,
+    /// Release a pod's identities as soon as it is deleted (deletionTimestamp set), as upstream
+    /// did, instead of when its containers have stopped.
+    #[arg(long = "release-terminating-pods", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub release_terminating_pods: bool,
     /// Delete conntrack entries of existing IMDS connections when installing the rules.
     #[arg(long = "enable-conntrack-deletion", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub enable_conntrack_deletion: bool,

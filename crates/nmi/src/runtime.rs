@@ -58,6 +58,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         kubelet_config,
         set_retry_after_header,
         identity_not_found_status,
+        release_terminating_pods,
         enable_conntrack_deletion,
         iptables: manage_iptables,
         cleanup_iptables_on_exit,
@@ -119,6 +120,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         tenant_id: agent_tenant(tenant_id, &cloud_config),
         host_token,
         not_found_as_bad_request: identity_not_found_status == 400,
+        release_terminating: release_terminating_pods,
     };
     let state = AgentState {
         shared: Arc::new(Shared::default()),
