@@ -8,7 +8,7 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::Api;
 use podid_api::names::assigned_identity_name;
 use podid_api::{AzureAssignedIdentity, AzureIdentity};
-use podid_core::agent::Request;
+use podid_core::agent::{self, Request};
 use podid_core::decision::{self, Candidate, Choice, Decision, Fit, Outcome, Pending, Settings, Step};
 use podid_core::exception::ExceptReason;
 use podid_core::matching::{MatchOptions, assignment_namespace, validate_identity};
@@ -104,7 +104,10 @@ pub(crate) fn explain(w: &World, args: &ExplainPod, d: &Decision<'_>, chain: Opt
     }
     let target = node_target(w);
     r.step("node", vec![node_line(w, &target)]);
-    r.verdict = verdict(w, args, &d.outcome, &target, missing, &mut r.identity);
+    // A request from the pod's own address is first attributed to it, as the agent does.
+    let unattributed = w.pod.ip.and_then(|ip| agent::find_caller(ip, [&w.pod]).err());
+    let outcome = unattributed.map_or_else(|| d.outcome.clone(), Outcome::Refuse);
+    r.verdict = verdict(w, args, &outcome, &target, missing, &mut r.identity);
     r
 }
 

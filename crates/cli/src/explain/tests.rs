@@ -212,7 +212,7 @@ fn agent_answer(c: &Case) -> (u16, String) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(256))]
+    #![proptest_config(ProptestConfig::with_cases(128))]
 
     #[test]
     fn explain_says_what_the_agent_answers(c in arb_case()) {
