@@ -287,9 +287,12 @@ impl Agent {
         self.state.shared.update(|idx| idx.apply_exception(e));
     }
 
-    /// A pod labelled `demo` with identity `identity` assigned to it in `state`.
+    /// A pod labelled `demo`, bound to identity `identity` (binding `ns/b`, which the agent
+    /// watches too) and with its assignment in `state`.
     pub fn bind_pod(&self, ns: &str, name: &str, ip: &str, identity: &str, state: AssignedState) {
         self.add_pod(ns, name, ip, "demo");
+        self.add_identity(ns, identity);
+        self.add_binding(ns, "b", identity, "demo");
         self.set_state(ns, name, identity, state);
     }
 
