@@ -260,7 +260,7 @@ fn binding_line(w: &World, c: &Candidate<'_>) -> String {
     let b = c.binding;
     let bns = b.metadata.namespace.as_deref().unwrap_or_default();
     let place = if bns == w.pod.key.namespace { "same namespace" } else { "other namespace" };
-    let created = b.metadata.creation_timestamp.as_ref().map(|t| format!(", created {}", t.0)).unwrap_or_default();
+    let created = b.metadata.creation_timestamp.as_ref().map(|t| format!(" (created {})", t.0)).unwrap_or_default();
     let identity = match &c.fit {
         Fit::IdentityMissing => format!("identity {bns}/{} does not exist", b.spec.azure_identity),
         Fit::OtherNamespace => format!("identity {bns}/{}", b.spec.azure_identity),
@@ -274,7 +274,7 @@ fn binding_line(w: &World, c: &Candidate<'_>) -> String {
         Fit::OtherNamespace => "ignored: managed mode only reads bindings of the pod's namespace".to_string(),
         _ => c.diagnostic(&w.pod).map(|d| format!("does not apply — {d}")).unwrap_or_default(),
     };
-    format!("{} ({place}{created}) → {identity}: {verdict}", key(b))
+    format!("{} ({place}) → {identity}: {verdict}{created}", key(b))
 }
 
 fn identity_line(i: &AzureIdentity, federated: bool) -> String {
