@@ -75,6 +75,11 @@ pub struct InstallArgs {
     /// (grants it `create` on `serviceaccounts/token`; implied by `--mode federated`).
     #[arg(long)]
     pub federated_identities: bool,
+    /// How the agent answers a request for an identity the pod does not have: `400` (as IMDS
+    /// answers an unknown identity; SDKs fail at once and Python's and Node's show podid's reason)
+    /// or `404` (upstream's; SDKs retry it for 20 s to over a minute).
+    #[arg(long, default_value_t = 400, value_parser = not_found_status)]
+    pub identity_not_found_status: u16,
     /// Apply the manifests server-side instead of printing them.
     #[arg(long)]
     pub apply: bool,
@@ -253,7 +258,7 @@ pub struct ExplainPod {
     #[arg(long)]
     pub release_terminating_pods: bool,
     /// The agent's `--identity-not-found-status` (the status of "no identity" answers).
-    #[arg(long, default_value_t = 404, value_parser = not_found_status)]
+    #[arg(long, default_value_t = 400, value_parser = not_found_status)]
     pub identity_not_found_status: u16,
     /// Federated identities: the cluster's service-account issuer (default: the API server's
     /// /.well-known/openid-configuration).

@@ -128,7 +128,7 @@ async fn pod_without_the_label_gets_nothing() {
     let out = podid(&client, &["explain", "pod", &pod]).await.ok();
     assert!(
         verdict(&out).starts_with(&format!(
-            "no identity (the agent answers 404 at once: no azure identity found for request any identity (pod {pod}): \
+            "no identity (the agent answers 400 at once: no azure identity found for request any identity (pod {pod}): \
              the pod has no aadpodidbinding label"
         )),
         "{out}"
@@ -143,7 +143,9 @@ async fn label_without_a_binding_is_explained() {
     let pod = pod(&client, &ns, &[("aadpodidbinding", &selector)]).await;
     let out = podid(&client, &["explain", "pod", &pod]).await.ok();
     assert!(
-        verdict(&out).contains(&format!("no AzureIdentityBinding has selector {selector:?} (the pod's aadpodidbinding label)")),
+        verdict(&out).contains(&format!(
+            "no AzureIdentityBinding has selector {selector:?} (the pod's aadpodidbinding label)"
+        )),
         "{out}"
     );
 }
@@ -211,7 +213,7 @@ async fn managed_mode_ignores_bindings_of_other_namespaces() {
     let out = podid(&client, &["explain", "pod", &pod, "--mode", "managed"]).await.ok();
     assert!(
         verdict(&out).starts_with(&format!(
-            "no identity (the agent answers 404 at once: no azure identity found for request any identity (pod {pod}): \
+            "no identity (the agent answers 400 at once: no azure identity found for request any identity (pod {pod}): \
              its bindings give it no identity: binding {other}/web-binding is ignored for pod {pod}: managed mode reads \
              only the bindings of the pod's own namespace ({ns})"
         )),
@@ -303,9 +305,17 @@ async fn the_default_identity_is_the_oldest_bindings_and_a_request_names_another
     add_identity(&client, &ns, "alpha", &selector).await;
     let out = podid(&client, &["explain", "pod", &pod, "--mode", "managed", "--force-namespaced"]).await.ok();
     assert_eq!(verdict(&out), format!("pod {pod} gets identity {ns}/zeta (client id {CLIENT})"), "{out}");
-    assert!(out.contains(&format!("default: {ns}/zeta is the identity of the pod's oldest binding that applies")), "{out}");
-    let out = podid(&client, &["explain", "pod", &pod, "--mode", "managed", "--client-id", "00000000-0000-4000-8000-0000000000ff"]).await.ok();
-    assert!(verdict(&out).starts_with("no identity (the agent answers 404 at once: no azure identity found for request clientID 0000##### REDACTED #####00ff"), "{out}");
+    assert!(
+        out.contains(&format!("default: {ns}/zeta is the identity of the pod's oldest binding that applies")),
+        "{out}"
+    );
+    let out = podid(
+        &client,
+        &["explain", "pod", &pod, "--mode", "managed", "--client-id", "00000000-0000-4000-8000-0000000000ff"],
+    )
+    .await
+    .ok();
+    assert!(verdict(&out).starts_with("no identity (the agent answers 400 at once: no azure identity found for request clientID 0000##### REDACTED #####00ff"), "{out}");
     assert!(verdict(&out).contains(&format!("the pod has {ns}/zeta (clientID")), "{out}");
 }
 

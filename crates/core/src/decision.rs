@@ -397,11 +397,14 @@ pub fn not_found(pod: &PodView, req: &Request<'_>, found: &[Candidate<'_>]) -> R
             .filter_map(|c| c.diagnostic(pod))
             .map(|d| d.to_string())
             .collect();
-        let mut has = format!(
-            "the pod has {} (default {})",
-            identities_words(applying.iter().copied()),
-            identity_words(applying[0])
-        );
+        let mut has = match applying.as_slice() {
+            [only] => format!("the pod has only {}", identity_words(only)),
+            all => format!(
+                "the pod has {} (default {})",
+                identities_words(all.iter().copied()),
+                object_key(all[0])
+            ),
+        };
         if !blocked.is_empty() {
             has.push_str(&format!("; the requested one is not given to it: {}", blocked.join("; ")));
         }

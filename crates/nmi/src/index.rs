@@ -328,7 +328,9 @@ mod tests {
     }
 
     fn selecting(idx: &NodeIndex, selector: &str) -> Vec<String> {
-        idx.bindings_selecting(selector).map(|b| format!("{}/{}", b.namespace().unwrap(), b.name_any())).collect()
+        idx.bindings_selecting(selector)
+            .map(|b| format!("{}/{}", b.namespace().unwrap(), b.name_any()))
+            .collect()
     }
 
     #[test]
@@ -338,7 +340,10 @@ mod tests {
         idx.apply_binding(mk_binding("b", "b2", "web"));
         assert_eq!(selecting(&idx, "web"), ["a/b1", "b/b2"]);
         idx.apply_binding(mk_binding("a", "b1", "api"));
-        assert_eq!((selecting(&idx, "web"), selecting(&idx, "api")), (vec!["b/b2".to_string()], vec!["a/b1".to_string()]));
+        assert_eq!(
+            (selecting(&idx, "web"), selecting(&idx, "api")),
+            (vec!["b/b2".to_string()], vec!["a/b1".to_string()])
+        );
         idx.delete_binding(&PodKey::new("b", "b2"));
         assert!(selecting(&idx, "web").is_empty() && !idx.selecting.contains_key("web"));
         idx.reset_bindings(vec![mk_binding("c", "b3", "web")]);

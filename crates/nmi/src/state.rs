@@ -42,7 +42,8 @@ pub struct Config {
 }
 
 impl Config {
-    /// Upstream's defaults (16 + 4 checks, 5 s apart) for a node.
+    /// The flags' defaults for a node: upstream's waits (16 + 4 checks, 5 s apart), "not found"
+    /// answered as IMDS does (400).
     pub fn new(node: impl Into<String>, mode: Mode) -> Self {
         Self {
             mode,
@@ -57,7 +58,7 @@ impl Config {
             default_authority: "https://login.microsoftonline.com/".into(),
             tenant_id: String::new(),
             host_token: true,
-            not_found_as_bad_request: false,
+            not_found_as_bad_request: true,
             release_terminating: false,
         }
     }

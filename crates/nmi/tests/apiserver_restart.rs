@@ -64,23 +64,43 @@ async fn a_pod_created_after_an_apiserver_restart_is_served_within_seconds() {
     let sub = emulator.subscription_id();
     let (_, imds) = emulator.imds_urls().into_iter().next().unwrap();
     let node = format!("{ns}-node");
-    NodeBuilder::new(&node).vmss(&sub, "MC_podid_podid_eastus", "aks-nodepool1-12345678-vmss", 0).create(&client).await.unwrap();
+    NodeBuilder::new(&node)
+        .vmss(&sub, "MC_podid_podid_eastus", "aks-nodepool1-12345678-vmss", 0)
+        .create(&client)
+        .await
+        .unwrap();
     let identity = AzureIdentity {
-        metadata: ObjectMeta { name: Some("app-id".into()), namespace: Some(ns.clone()), ..Default::default() },
+        metadata: ObjectMeta {
+            name: Some("app-id".into()),
+            namespace: Some(ns.clone()),
+            ..Default::default()
+        },
         spec: AzureIdentitySpec {
-            resource_id: format!("/subscriptions/{sub}/resourcegroups/podid-identities/providers/Microsoft.ManagedIdentity/userAssignedIdentities/podid-app"),
+            resource_id: format!(
+                "/subscriptions/{sub}/resourcegroups/podid-identities/providers/Microsoft.ManagedIdentity/userAssignedIdentities/podid-app"
+            ),
             client_id: APP_CLIENT.into(),
             ..Default::default()
         },
         status: None,
     };
-    Api::<AzureIdentity>::namespaced(client.clone(), &ns).create(&PostParams::default(), &identity).await.unwrap();
+    Api::<AzureIdentity>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &identity)
+        .await
+        .unwrap();
     let binding = AzureIdentityBinding {
         metadata: ObjectMeta { name: Some("b".into()), namespace: Some(ns.clone()), ..Default::default() },
-        spec: AzureIdentityBindingSpec { azure_identity: "app-id".into(), selector: "app".into(), ..Default::default() },
+        spec: AzureIdentityBindingSpec {
+            azure_identity: "app-id".into(),
+            selector: "app".into(),
+            ..Default::default()
+        },
         status: None,
     };
-    Api::<AzureIdentityBinding>::namespaced(client.clone(), &ns).create(&PostParams::default(), &binding).await.unwrap();
+    Api::<AzureIdentityBinding>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &binding)
+        .await
+        .unwrap();
 
     let port = free_port();
     let imds_port = imds.rsplit(':').next().unwrap().trim_end_matches('/').to_string();
@@ -96,16 +116,31 @@ async fn a_pod_created_after_an_apiserver_restart_is_served_within_seconds() {
             .spawn()
             .unwrap(),
     );
-    let url = format!("http://127.0.0.1:{port}/metadata/identity/oauth2/token?resource=https://vault.azure.net");
-    PodBuilder::new(&ns, "before").node(&node).label("aadpodidbinding", "app").ip(pod_ip(1)).create(&client).await.unwrap();
-    until_ok(&url, pod_ip(1), Duration::from_secs(60)).await.expect("the agent serves a pod before the restart");
+    let url =
+        format!("http://127.0.0.1:{port}/metadata/identity/oauth2/token?resource=https://vault.azure.net");
+    PodBuilder::new(&ns, "before")
+        .node(&node)
+        .label("aadpodidbinding", "app")
+        .ip(pod_ip(1))
+        .create(&client)
+        .await
+        .unwrap();
+    until_ok(&url, pod_ip(1), Duration::from_secs(60))
+        .await
+        .expect("the agent serves a pod before the restart");
 
     cluster.stop_apiserver().unwrap();
     // Down long enough for the default watch back-off (0.8 s doubling to 30 s) to reach ~25 s.
     tokio::time::sleep(Duration::from_secs(25)).await;
     cluster.start_apiserver().await.unwrap();
     let ready = Instant::now();
-    PodBuilder::new(&ns, "after").node(&node).label("aadpodidbinding", "app").ip(pod_ip(2)).create(&client).await.unwrap();
+    PodBuilder::new(&ns, "after")
+        .node(&node)
+        .label("aadpodidbinding", "app")
+        .ip(pod_ip(2))
+        .create(&client)
+        .await
+        .unwrap();
     until_ok(&url, pod_ip(2), Duration::from_secs(60)).await.expect("the agent serves the new pod");
     let took = ready.elapsed();
     println!("restart: new pod served {} ms after the API server was ready again", took.as_millis());

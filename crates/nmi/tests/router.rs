@@ -152,15 +152,25 @@ async fn pending_assignment_times_out_with_404_or_503_retry_after() {
 async fn request_nothing_can_become_assigned_for_is_refused_at_once_naming_what_the_pod_has() {
     let agent = Agent::with(|c| c.wait_created = Duration::from_secs(600));
     agent.bind_pod("app", "web", POD_IP, "id1", AssignedState::Assigned);
-    for query in [format!("resource=r&client_id={}", client("other")), format!("resource=r&msi_res_id={}", rid("other"))] {
-        let resp = tokio::time::timeout(Duration::from_secs(5), agent.token(POD_IP, &query)).await.expect("at once");
+    for query in [
+        format!("resource=r&client_id={}", client("other")),
+        format!("resource=r&msi_res_id={}", rid("other")),
+    ] {
+        let resp =
+            tokio::time::timeout(Duration::from_secs(5), agent.token(POD_IP, &query)).await.expect("at once");
         assert_eq!(resp.status, StatusCode::NOT_FOUND);
         assert!(resp.body.starts_with("no azure identity found for request "), "{}", resp.body);
-        assert!(resp.body.contains("the pod has app/id1 (clientID id10##### REDACTED #####0000)"), "{}", resp.body);
+        assert!(
+            resp.body.contains("the pod has only app/id1 (clientID id10##### REDACTED #####0000)"),
+            "{}",
+            resp.body
+        );
         assert!(resp.body.contains("To fix: ask for one of these"), "{}", resp.body);
     }
     agent.add_pod("app", "other", "10.244.0.30", "nothing");
-    let resp = tokio::time::timeout(Duration::from_secs(5), agent.token("10.244.0.30", "resource=r")).await.expect("at once");
+    let resp = tokio::time::timeout(Duration::from_secs(5), agent.token("10.244.0.30", "resource=r"))
+        .await
+        .expect("at once");
     assert!(resp.body.contains("no AzureIdentityBinding has selector \"nothing\""), "{}", resp.body);
 }
 

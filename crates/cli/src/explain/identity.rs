@@ -88,7 +88,8 @@ pub(crate) async fn identity(
     for p in &pods {
         let selected = p.binding_selector().is_some_and(|s| mine.iter().any(|b| b.spec.selector == s));
         if selected && !matching::holds_identities(p, MatchOptions::default()) {
-            pod_lines.push(format!("{} is selected but holds no identities (unscheduled or finished)", p.key));
+            pod_lines
+                .push(format!("{} is selected but holds no identities (unscheduled or finished)", p.key));
         }
     }
     if pod_lines.is_empty() {

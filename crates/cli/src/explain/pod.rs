@@ -63,7 +63,11 @@ pub(crate) fn settings(args: &ExplainPod) -> Settings<'_> {
 
 /// The request `explain` describes.
 pub(crate) fn request(args: &ExplainPod) -> Request<'_> {
-    Request { client_id: args.client_id.as_deref(), resource_id: args.resource_id.as_deref(), object_id: None }
+    Request {
+        client_id: args.client_id.as_deref(),
+        resource_id: args.resource_id.as_deref(),
+        object_id: None,
+    }
 }
 
 /// `podid explain pod`.
@@ -72,7 +76,9 @@ pub(crate) async fn pod(client: &kube::Client, args: &ExplainPod, out: &mut impl
     let world = load(client, &ns, &name).await?;
     let d = decision::decide(&world.pod, &request(args), &world.objects, &settings(args));
     let chain = match &d.outcome {
-        Outcome::Serve(s) if s.federated => Some(federation::chain(client, args, &world.pod, s.identity).await),
+        Outcome::Serve(s) if s.federated => {
+            Some(federation::chain(client, args, &world.pod, s.identity).await)
+        }
         _ => None,
     };
     explain(&world, args, &d, chain).write(args.output, out)?;
@@ -123,9 +129,16 @@ fn verdict(
     match outcome {
         Outcome::Serve(s) => {
             *identity = Some(key(s.identity));
-            let mut v = format!("pod {pod} gets identity {} (client id {})", key(s.identity), s.identity.spec.client_id);
+            let mut v = format!(
+                "pod {pod} gets identity {} (client id {})",
+                key(s.identity),
+                s.identity.spec.client_id
+            );
             if s.federated {
-                v.push_str(&format!(" through federation, as service account {}/{}", pod.namespace, w.pod.service_account));
+                v.push_str(&format!(
+                    " through federation, as service account {}/{}",
+                    pod.namespace, w.pod.service_account
+                ));
             }
             if let Some(missing) = missing {
                 v.push_str(&format!(" — but Entra ID refuses the exchange: {missing}"));
@@ -238,7 +251,9 @@ fn exception_lines(w: &World, except: Option<&ExceptReason>) -> Vec<String> {
     }
     lines.push(match except {
         Some(ExceptReason::Exception { name }) => format!("matched: {name} — the pod is excepted"),
-        Some(ExceptReason::Controller) => "the pod is the controller's own (ReplicaSet mic-*): excepted".into(),
+        Some(ExceptReason::Controller) => {
+            "the pod is the controller's own (ReplicaSet mic-*): excepted".into()
+        }
         None => "none matches this pod".into(),
     });
     lines
@@ -260,7 +275,8 @@ fn binding_line(w: &World, c: &Candidate<'_>) -> String {
     let b = c.binding;
     let bns = b.metadata.namespace.as_deref().unwrap_or_default();
     let place = if bns == w.pod.key.namespace { "same namespace" } else { "other namespace" };
-    let created = b.metadata.creation_timestamp.as_ref().map(|t| format!(" (created {})", t.0)).unwrap_or_default();
+    let created =
+        b.metadata.creation_timestamp.as_ref().map(|t| format!(" (created {})", t.0)).unwrap_or_default();
     let identity = match &c.fit {
         Fit::IdentityMissing => format!("identity {bns}/{} does not exist", b.spec.azure_identity),
         Fit::OtherNamespace => format!("identity {bns}/{}", b.spec.azure_identity),
@@ -311,7 +327,9 @@ fn assigned_lines(assigned: &[&AzureAssignedIdentity], d: &Decision<'_>) -> Vec<
 
 fn choice_line(identity: &AzureIdentity, choice: Choice, d: &Decision<'_>) -> String {
     match choice {
-        Choice::Requested => format!("{} is the first identity the pod has that the request names", key(identity)),
+        Choice::Requested => {
+            format!("{} is the first identity the pod has that the request names", key(identity))
+        }
         Choice::Default => {
             let others = d.has().len().saturating_sub(1);
             format!(
@@ -338,7 +356,9 @@ fn node_target(w: &World) -> std::result::Result<String, String> {
     let Some(node) = &w.node else { return Err(format!("node {name} does not exist")) };
     let provider = node.spec.as_ref().and_then(|s| s.provider_id.as_deref()).unwrap_or_default();
     if provider.is_empty() {
-        return Err(format!("node {name} has no spec.providerID: the controller cannot find its scale set or VM"));
+        return Err(format!(
+            "node {name} has no spec.providerID: the controller cannot find its scale set or VM"
+        ));
     }
     Target::from_provider_id(provider).map(|t| t.to_string()).map_err(|e| format!("node {name}: {e}"))
 }

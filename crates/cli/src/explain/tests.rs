@@ -10,8 +10,8 @@ use axum::extract::connect_info::MockConnectInfo;
 use http_body_util::BodyExt;
 use podid_api::k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use podid_api::{
-    AzureIdentity, AzureIdentityBinding, AzureIdentityBindingSpec, AzureIdentitySpec, AzurePodIdentityException,
-    AzurePodIdentityExceptionSpec, FEDERATED_ANNOTATION, SecretReference,
+    AzureIdentity, AzureIdentityBinding, AzureIdentityBindingSpec, AzureIdentitySpec,
+    AzurePodIdentityException, AzurePodIdentityExceptionSpec, FEDERATED_ANNOTATION, SecretReference,
 };
 use podid_core::decision::decide;
 use podid_core::matching::{MatchOptions, desired};
@@ -54,7 +54,12 @@ impl TokenProvider for Echo {
 
 fn meta(ns: &str, name: &str, created: i64) -> ObjectMeta {
     let at = podid_api::k8s_openapi::jiff::Timestamp::from_second(1_700_000_000 + created).ok().map(Time);
-    ObjectMeta { namespace: Some(ns.into()), name: Some(name.into()), creation_timestamp: at, ..Default::default() }
+    ObjectMeta {
+        namespace: Some(ns.into()),
+        name: Some(name.into()),
+        creation_timestamp: at,
+        ..Default::default()
+    }
 }
 
 fn cid(i: usize) -> String {
@@ -66,7 +71,9 @@ fn identity(ns: &str, n: usize, kind: usize) -> AzureIdentity {
     let mut i = AzureIdentity {
         metadata: meta(ns, &format!("i{n}"), 0),
         spec: AzureIdentitySpec {
-            resource_id: format!("/subscriptions/s/resourcegroups/g/providers/Microsoft.ManagedIdentity/userAssignedIdentities/i{n}"),
+            resource_id: format!(
+                "/subscriptions/s/resourcegroups/g/providers/Microsoft.ManagedIdentity/userAssignedIdentities/i{n}"
+            ),
             client_id: cid(n),
             tenant_id: "t".into(),
             ..Default::default()
@@ -100,7 +107,8 @@ fn arb_case() -> impl Strategy<Value = Case> {
     let ids = prop::collection::vec((0..2usize, 0..4usize, 0..4usize), 0..5);
     let bindings = prop::collection::vec((0..2usize, 0..3usize, 0..4usize, 0..2usize, 0..100i64), 0..5);
     let pod = (0..2usize, 0..3usize, any::<bool>(), 0..4usize, any::<bool>());
-    let flags = (0..3usize, any::<bool>(), any::<bool>(), prop::option::of(0..4usize), any::<bool>(), 0..3usize);
+    let flags =
+        (0..3usize, any::<bool>(), any::<bool>(), prop::option::of(0..4usize), any::<bool>(), 0..3usize);
     (ids, bindings, pod, flags).prop_map(|(ids, bindings, pod, flags)| {
         let ns = ["a", "b"];
         let (pod_ns, sel, excepted, phase, terminating) = pod;
@@ -132,14 +140,21 @@ fn arb_case() -> impl Strategy<Value = Case> {
         for (n, (b_ns, name, id, s, created)) in bindings.into_iter().enumerate() {
             let b = AzureIdentityBinding {
                 metadata: meta(ns[b_ns], &format!("b{name}-{n}"), created),
-                spec: AzureIdentityBindingSpec { azure_identity: format!("i{id}"), selector: format!("s{s}"), ..Default::default() },
+                spec: AzureIdentityBindingSpec {
+                    azure_identity: format!("i{id}"),
+                    selector: format!("s{s}"),
+                    ..Default::default()
+                },
                 status: None,
             };
             objects.bindings.push(b);
         }
         objects.exceptions.push(AzurePodIdentityException {
             metadata: meta(ns[0], "e", 0),
-            spec: AzurePodIdentityExceptionSpec { pod_labels: [("skip".to_string(), "yes".to_string())].into(), ..Default::default() },
+            spec: AzurePodIdentityExceptionSpec {
+                pod_labels: [("skip".to_string(), "yes".to_string())].into(),
+                ..Default::default()
+            },
             status: None,
         });
         let mode = Mode::ALL[mode];
@@ -149,11 +164,21 @@ fn arb_case() -> impl Strategy<Value = Case> {
             let d = desired(std::slice::from_ref(&p), &objects.bindings, &objects.identities, opts);
             for a in d.assignments.values() {
                 let mut o = a.to_object(false);
-                o.status.as_mut().map(|s| s.status = if assigned == 1 { "Assigned" } else { "Created" }.into());
+                o.status
+                    .as_mut()
+                    .map(|s| s.status = if assigned == 1 { "Assigned" } else { "Created" }.into());
                 objects.assigned.push(o);
             }
         }
-        Case { pod: p, objects, mode, force_namespaced, release_terminating: release, client_id: client.map(cid), not_found_400 }
+        Case {
+            pod: p,
+            objects,
+            mode,
+            force_namespaced,
+            release_terminating: release,
+            client_id: client.map(cid),
+            not_found_400,
+        }
     })
 }
 
@@ -164,7 +189,7 @@ fn args(c: &Case) -> ExplainPod {
     argv.extend(c.force_namespaced.then(|| "--force-namespaced".to_string()));
     argv.extend(c.release_terminating.then(|| "--release-terminating-pods".to_string()));
     argv.extend(c.client_id.iter().flat_map(|id| ["--client-id".to_string(), id.clone()]));
-    argv.extend(c.not_found_400.then(|| "--identity-not-found-status=400".to_string()));
+    argv.push(format!("--identity-not-found-status={}", if c.not_found_400 { 400 } else { 404 }));
     match crate::args::Cli::try_parse_from(argv).map(|cli| cli.command) {
         Ok(crate::args::Command::Explain(crate::args::ExplainCommand::Pod(p))) => *p,
         other => panic!("explain pod does not parse: {other:?}"),
@@ -192,7 +217,11 @@ fn agent_answer(c: &Case) -> (u16, String) {
     let mut registry = prometheus_client::registry::Registry::default();
     let state = AgentState {
         shared,
-        cache: podid_nmi::cache::TokenCache::new(Arc::new(Echo), Arc::new(ManualClock::new(1_700_000_000)), 60),
+        cache: podid_nmi::cache::TokenCache::new(
+            Arc::new(Echo),
+            Arc::new(ManualClock::new(1_700_000_000)),
+            60,
+        ),
         config: Arc::new(config),
         metrics: Arc::new(podid_nmi::metrics::Metrics::register(&mut registry)),
         proxy: podid_nmi::http::proxy::Proxy::new("http://127.0.0.1:9").expect("proxy"),
@@ -203,7 +232,11 @@ fn agent_answer(c: &Case) -> (u16, String) {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     rt.block_on(async move {
         let router = podid_nmi::app(state).layer(MockConnectInfo(peer));
-        let req = http::Request::builder().uri(uri).header("Metadata", "true").body(Body::empty()).expect("request");
+        let req = http::Request::builder()
+            .uri(uri)
+            .header("Metadata", "true")
+            .body(Body::empty())
+            .expect("request");
         let resp = router.oneshot(req).await.expect("answer");
         let status = resp.status().as_u16();
         let body = resp.into_body().collect().await.expect("body").to_bytes();

@@ -59,6 +59,8 @@ pub struct InstallOptions {
     /// `podid.io/federated`), so the agent may create service-account tokens. Implied by
     /// [`Mode::Federated`].
     pub federated_identities: bool,
+    /// The agent's `--identity-not-found-status` (400, the agent's default, is not rendered).
+    pub identity_not_found_status: u16,
 }
 
 impl Default for InstallOptions {
@@ -71,6 +73,7 @@ impl Default for InstallOptions {
             tag: DEFAULT_TAG.into(),
             tenant_id: None,
             federated_identities: false,
+            identity_not_found_status: 400,
         }
     }
 }
@@ -133,6 +136,7 @@ pub async fn run(
         tag: args.tag.clone(),
         tenant_id: args.tenant_id.clone(),
         federated_identities: args.federated_identities,
+        identity_not_found_status: args.identity_not_found_status,
     };
     let objects = render(&opts)?;
     match client {

@@ -134,6 +134,9 @@ fn agent(opts: &InstallOptions) -> Value {
     if opts.mode == Mode::Managed {
         args.push(json!("--forceNamespaced=true"));
     }
+    if opts.identity_not_found_status != 400 {
+        args.push(json!(format!("--identity-not-found-status={}", opts.identity_not_found_status)));
+    }
     match &opts.tenant_id {
         Some(tenant) => args.push(json!(format!("--tenant-id={tenant}"))),
         None if opts.mode == Mode::Federated => {

@@ -66,15 +66,9 @@ impl Params {
 /// What a request resolved to.
 enum Resolved {
     /// Excepted pod: the node's IMDS with the request's client id.
-    Direct {
-        client_id: Option<String>,
-    },
+    Direct { client_id: Option<String> },
     /// A bound identity.
-    Serve {
-        source: TokenSource,
-        identity: String,
-        client_id: String,
-    },
+    Serve { source: TokenSource, identity: String, client_id: String },
     /// A refusal, with the identities the pod has (for the audit record).
     Refuse { refusal: Refusal, has: String },
 }
@@ -181,7 +175,11 @@ async fn resolve(state: &AgentState, pod: &PodKey, params: &Params) -> Resolved 
 
 /// `decide_once` with a deadline never returns `Wait`; should it, the caller gets a 500.
 fn unreachable_wait(pod: &PodKey) -> Resolved {
-    Resolved::refuse(Refusal::new(RefusalKind::Internal, Reason::StillCreated, format!("pod {pod}: still pending")))
+    Resolved::refuse(Refusal::new(
+        RefusalKind::Internal,
+        Reason::StillCreated,
+        format!("pod {pod}: still pending"),
+    ))
 }
 
 /// One look at the index.
@@ -217,8 +215,10 @@ fn decide_once(state: &AgentState, pod: &PodKey, params: &Params, waited: Option
 
 /// `ns/name` of each identity the pod has, for the audit record.
 fn has(identities: &[&AzureIdentity]) -> String {
-    let keys: Vec<String> =
-        identities.iter().map(|i| format!("{}/{}", i.namespace().unwrap_or_default(), i.name_any())).collect();
+    let keys: Vec<String> = identities
+        .iter()
+        .map(|i| format!("{}/{}", i.namespace().unwrap_or_default(), i.name_any()))
+        .collect();
     keys.join(",")
 }
 
@@ -324,7 +324,14 @@ async fn answer(
                 let first = TokenSet::single_of(&tokens).to_json(now);
                 serde_json::json!({ "token": first, "clientid": client_id })
             };
-            finish(state, started, Some(pod), resource, &asked, Answer::Token { identity: &identity, status, body: &body })
+            finish(
+                state,
+                started,
+                Some(pod),
+                resource,
+                &asked,
+                Answer::Token { identity: &identity, status, body: &body },
+            )
         }
         Err(e) => {
             let (code, msg) = match (&e, direct) {
@@ -334,16 +341,31 @@ async fn answer(
                 (TokenError::Refused(m), false) => (StatusCode::FORBIDDEN, m.clone()),
                 (TokenError::Unavailable(m), false) => (StatusCode::SERVICE_UNAVAILABLE, m.clone()),
             };
-            finish(state, started, Some(pod), resource, &asked, Answer::Failed { identity: &identity, code, message: &msg })
+            finish(
+                state,
+                started,
+                Some(pod),
+                resource,
+                &asked,
+                Answer::Failed { identity: &identity, code, message: &msg },
+            )
         }
     }
 }
 
 enum Answer<'a> {
-    Token { identity: &'a str, status: CacheStatus, body: &'a serde_json::Value },
+    Token {
+        identity: &'a str,
+        status: CacheStatus,
+        body: &'a serde_json::Value,
+    },
     /// A refusal, whether the caller is a pod (not `/host/token`), and what the pod has.
     Refused(&'a Refusal, bool, &'a str),
-    Failed { identity: &'a str, code: StatusCode, message: &'a str },
+    Failed {
+        identity: &'a str,
+        code: StatusCode,
+        message: &'a str,
+    },
 }
 
 /// Writes the response, the audit record and the metrics. A refusal's record names what was
@@ -371,7 +393,8 @@ fn finish(
     };
     let latency = started.elapsed();
     let status = resp.status().as_u16();
-    let (reason, has, message) = refused.map_or(("", "", ""), |(r, has)| (r.reason.as_str(), has, r.message.as_str()));
+    let (reason, has, message) =
+        refused.map_or(("", "", ""), |(r, has)| (r.reason.as_str(), has, r.message.as_str()));
     info!(target: "podid::audit", pod = %pod_s, namespace = ns, identity, asked, resource, decision, cache, status,
           reason, has, message, latency_us = latency.as_micros() as u64, "token request");
     state.metrics.request(status, ns, resource, decision, cache, latency);

@@ -156,6 +156,8 @@ impl Agent {
 
     pub fn with(tweak: impl FnOnce(&mut Config)) -> Self {
         let mut config = Config::new("node-0", Mode::Standard);
+        // The wire tests check upstream's plain-text 404; the tests of the 400 answer set it.
+        config.not_found_as_bad_request = false;
         config.wait_created = Duration::from_secs(5);
         config.wait_assigned = Duration::from_secs(5);
         tweak(&mut config);
