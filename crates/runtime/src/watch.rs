@@ -72,7 +72,7 @@ pub fn prompt_backoff() -> watcher::ExponentialBackoff {
 /// [`drive`] with a chosen back-off.
 pub async fn drive_with<K, V>(
     watch: Watch<K, V>,
-    backoff: impl kube::runtime::utils::Backoff + Send + 'static,
+    backoff: impl kube::runtime::utils::Backoff + 'static,
     mut sink: impl FnMut(Change<V>) + Send,
     synced: Arc<AtomicBool>,
     on_error: impl Fn() + Send,
