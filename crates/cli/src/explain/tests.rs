@@ -164,9 +164,9 @@ fn arb_case() -> impl Strategy<Value = Case> {
             let d = desired(std::slice::from_ref(&p), &objects.bindings, &objects.identities, opts);
             for a in d.assignments.values() {
                 let mut o = a.to_object(false);
-                o.status
-                    .as_mut()
-                    .map(|s| s.status = if assigned == 1 { "Assigned" } else { "Created" }.into());
+                if let Some(status) = o.status.as_mut() {
+                    status.status = if assigned == 1 { "Assigned" } else { "Created" }.into();
+                }
                 objects.assigned.push(o);
             }
         }
