@@ -194,11 +194,13 @@ async fn setup(mode_args: &[&str]) -> Setup {
                 "--prometheus-port",
                 &admin_port.to_string(),
             ])
+            // Generous waits for a loaded machine: only a request something can arrive for waits
+            // (an unbound one is refused at once).
             .args([
                 "--retry-attempts-for-created",
-                "2",
+                "5",
                 "--retry-attempts-for-assigned",
-                "1",
+                "5",
                 "--find-identity-retry-interval",
                 "1",
             ])
