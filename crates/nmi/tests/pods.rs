@@ -194,13 +194,14 @@ async fn setup(mode_args: &[&str]) -> Setup {
                 "--prometheus-port",
                 &admin_port.to_string(),
             ])
-            // Generous waits for a loaded machine: only a request something can arrive for waits
-            // (an unbound one is refused at once).
+            // 2 s for an assignment to appear (under `fetch`'s 3 s timeout), then a generous 8 s
+            // more for it to become Assigned on a loaded machine; an unbound request is refused at
+            // once either way.
             .args([
                 "--retry-attempts-for-created",
-                "5",
+                "2",
                 "--retry-attempts-for-assigned",
-                "5",
+                "8",
                 "--find-identity-retry-interval",
                 "1",
             ])
