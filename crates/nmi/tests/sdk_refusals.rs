@@ -1,8 +1,8 @@
 //! Real SDKs asking for an identity that is not bound to their pod, in every mode: the agent (the
 //! real `podid-nmi` binary with its default waits of 80/100 s) must refuse at once, and the SDK's
 //! error must carry podid's reason. Python `azure-identity` 1.27 (the venv), Node
-//! `@azure/identity` 4.13 (installed under `target/node-sdk` by `npm install`, see
-//! docs/benchmarks.md) and Rust `azure_identity` (`examples/sdk_probe.rs`) run in pod network
+//! `@azure/identity` 4.13 (installed under `target/node-sdk` by `scripts/node-sdk.sh`, which
+//! `make test-deps` runs) and Rust `azure_identity` (`examples/sdk_probe.rs`) run in pod network
 //! namespaces whose IMDS traffic goes to the agent.
 //!
 //! The test runs the default answer (`--identity-not-found-status` 400); `PODID_SDK_STATUSES=404,400`
@@ -44,7 +44,7 @@ fn node_modules() -> String {
     let p = repo().join("target/node-sdk/node_modules");
     assert!(
         p.join("@azure/identity").exists(),
-        "{} is missing: (cd target/node-sdk && npm install @azure/identity@4.13)",
+        "{} is missing: run scripts/node-sdk.sh (make test-deps does)",
         p.display()
     );
     p.display().to_string()
