@@ -8,6 +8,7 @@
 #   - kubectl (the deploy/ kustomize tests): the `kubectl` package if the machine's apt has one, else
 #     Debian's `kubernetes-client` (kubectl v1.20.2, the same source kubernetes.sh builds from)
 #   - the Python virtualenv with the real Azure SDKs (.venv; see python-venv.sh)
+#   - the real Node Azure SDK under target/node-sdk (see node-sdk.sh)
 #   - cargo-fuzz and g++ for the bounded fuzz run of `make ci` (fuzz/run.sh; docs/fuzzing.md)
 # Later calls take a few seconds.
 set -euo pipefail
@@ -51,6 +52,7 @@ fi
 if [ -x "$root/scripts/python-venv.sh" ]; then
   "$root/scripts/python-venv.sh" >/dev/null
 fi
+"$root/scripts/node-sdk.sh"
 # Fuzzing (make fuzz / fuzz-ci): cargo-fuzz (built once into ~/.cargo/bin) and a C++ compiler for
 # libFuzzer.
 if ! command -v c++ >/dev/null 2>&1; then

@@ -48,8 +48,8 @@ pub enum Command {
 #[derive(Debug, Clone, Args)]
 pub struct InstallArgs {
     /// Operation mode: `standard` (controller + agent), `managed` or `federated` (agent only).
-    #[arg(long, value_enum, default_value_t = crate::install::Mode::Standard)]
-    pub mode: crate::install::Mode,
+    #[arg(long, value_enum, default_value_t = Mode::Standard)]
+    pub mode: Mode,
     /// The cluster uses kubenet: let the agent start and render the NET_RAW drop policy.
     #[arg(long)]
     pub allow_kubenet: bool,
@@ -82,6 +82,11 @@ pub struct InstallArgs {
     /// podid-trusted-ca), e.g. a private cloud's or a TLS-inspecting proxy's.
     #[arg(long, env = "PODID_INSTALL_TRUSTED_CA_FILE")]
     pub trusted_ca_file: Option<std::path::PathBuf>,
+    /// How the agent answers a request for an identity the pod does not have: `400` (as IMDS
+    /// answers an unknown identity; SDKs fail at once and Python's and Node's show podid's reason)
+    /// or `404` (upstream's; SDKs retry it for 20 s to over a minute).
+    #[arg(long, default_value_t = 400, value_parser = not_found_status)]
+    pub identity_not_found_status: u16,
     /// Apply the manifests server-side instead of printing them.
     #[arg(long)]
     pub apply: bool,
@@ -250,6 +255,18 @@ pub struct ExplainPod {
     /// Namespace of the controller's own pods (`--MICNamespace`).
     #[arg(long, default_value = "default")]
     pub mic_namespace: String,
+    /// Explain a request for this client id (default: a request naming no identity).
+    #[arg(long, conflicts_with = "resource_id")]
+    pub client_id: Option<String>,
+    /// Explain a request for this identity resource id (`msi_res_id`).
+    #[arg(long)]
+    pub resource_id: Option<String>,
+    /// The agent runs with `--release-terminating-pods`.
+    #[arg(long)]
+    pub release_terminating_pods: bool,
+    /// The agent's `--identity-not-found-status` (the status of "no identity" answers).
+    #[arg(long, default_value_t = 400, value_parser = not_found_status)]
+    pub identity_not_found_status: u16,
     /// Federated identities: the cluster's service-account issuer (default: the API server's
     /// /.well-known/openid-configuration).
     #[arg(long)]
@@ -290,16 +307,17 @@ pub enum TextFormat {
     Json,
 }
 
-/// The node agent's operation mode.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Mode {
-    /// The controller assigns identities; the agent serves `Assigned` assignments.
-    Standard,
-    /// The agent alone, from bindings of the pod's namespace.
-    Managed,
-    /// `--operation-mode=federated`: every user-assigned identity through federation.
-    Federated,
+/// `404` or `400` (the agent's `--identity-not-found-status`).
+pub(crate) fn not_found_status(s: &str) -> std::result::Result<u16, String> {
+    match s {
+        "404" => Ok(404),
+        "400" => Ok(400),
+        other => Err(format!("{other:?} is not 404 or 400")),
+    }
 }
+
+/// The node agent's operation mode: the workspace's one [`podid_core::Mode`].
+pub use podid_core::Mode;
 
 #[cfg(test)]
 mod tests {

@@ -234,7 +234,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
     let config = Config {
         settings: Settings {
-            match_options: MatchOptions { force_namespaced: args.force_namespaced },
+            match_options: MatchOptions {
+                force_namespaced: args.force_namespaced,
+                release_terminating: args.release_terminating_pods,
+            },
             batch_window: args.batch_window,
             drift_interval: args.drift_interval(),
             base_backoff: args.retry_backoff,

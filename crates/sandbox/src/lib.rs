@@ -27,7 +27,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Result;
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 use tokio::signal::unix::{SignalKind, signal};
 
 /// Run the AKS pod-managed identity walkthrough on real Kubernetes nodes built on this machine.
@@ -45,27 +45,8 @@ pub struct Args {
     pub timings_json: Option<PathBuf>,
 }
 
-/// How podid runs on the cluster (`podid install --mode`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Mode {
-    /// Controller + agent: the controller assigns identities to the scale set.
-    Standard,
-    /// Agent only: identities are assigned to the scale set by AKS (here: the sandbox, as `az`).
-    Managed,
-    /// Agent only: tokens by workload identity federation.
-    Federated,
-}
-
-impl Mode {
-    /// The `--mode` value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Standard => "standard",
-            Self::Managed => "managed",
-            Self::Federated => "federated",
-        }
-    }
-}
+/// How podid runs on the cluster (`podid install --mode`): the workspace's one mode type.
+pub use podid_core::Mode;
 
 /// Runs the walkthrough; the exit status says whether every step was verified.
 pub async fn run(args: &Args, out: &mut impl Write) -> Result<ExitCode> {

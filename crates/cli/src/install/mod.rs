@@ -21,7 +21,6 @@ mod workloads;
 use std::io::Write;
 use std::process::ExitCode;
 
-use clap::ValueEnum;
 use serde_json::Value;
 
 use crate::error::{Error, Result};
@@ -41,33 +40,8 @@ pub const FIELD_MANAGER: &str = "podid-install";
 /// Label on every object `install` renders (what `uninstall` looks for).
 pub const PART_OF_LABEL: (&str, &str) = ("app.kubernetes.io/part-of", "podid");
 
-/// How podid runs on the cluster.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
-pub enum Mode {
-    /// Controller + agent: the controller assigns identities to the nodes' scale sets.
-    #[default]
-    Standard,
-    /// Agent only: identities are assigned to the scale sets out of band (AKS managed mode).
-    Managed,
-    /// Agent only: tokens by workload identity federation (service account token exchange).
-    Federated,
-}
-
-impl Mode {
-    /// The agent's `--operation-mode` value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Standard => "standard",
-            Self::Managed => "managed",
-            Self::Federated => "federated",
-        }
-    }
-
-    /// Whether the controller is deployed.
-    pub fn has_controller(self) -> bool {
-        self == Self::Standard
-    }
-}
+/// How podid runs on the cluster: the workspace's one [`podid_core::Mode`].
+pub use podid_core::Mode;
 
 /// What to install.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,6 +71,8 @@ pub struct InstallOptions {
     pub imds_endpoint: Option<String>,
     /// An extra CA (PEM) both components trust, rendered as ConfigMap `podid-trusted-ca`.
     pub trusted_ca_pem: Option<String>,
+    /// The agent's `--identity-not-found-status` (400, the agent's default, is not rendered).
+    pub identity_not_found_status: u16,
 }
 
 impl Default for InstallOptions {
@@ -113,6 +89,7 @@ impl Default for InstallOptions {
             aad_authority: None,
             imds_endpoint: None,
             trusted_ca_pem: None,
+            identity_not_found_status: 400,
         }
     }
 }
@@ -219,6 +196,7 @@ pub async fn run(
             Some(path) => Some(read_ca(path)?),
             None => None,
         },
+        identity_not_found_status: args.identity_not_found_status,
     };
     let objects = render(&opts)?;
     match client {

@@ -232,6 +232,9 @@ fn agent_args(opts: &InstallOptions) -> Vec<String> {
     if opts.mode == Mode::Managed {
         args.push("--forceNamespaced=true".into());
     }
+    if opts.identity_not_found_status != 400 {
+        args.push(format!("--identity-not-found-status={}", opts.identity_not_found_status));
+    }
     match &opts.tenant_id {
         Some(tenant) => args.push(format!("--tenant-id={tenant}")),
         None if opts.mode == Mode::Federated => {
