@@ -2,7 +2,7 @@
 //! assembled into tarballs and an index.
 //!
 //! ```text
-//!  cargo build --release (shipped bins)   cargo build --release -p podid-nmi --example sdk_probe
+//!  cargo build --release (shipped bins)   cargo build --release -p podid-images --features sdk-probe
 //!          │                                        │
 //!  catalog ─┼─ base: rootfs::ensure (cache) ─────────┼──▶ [base layer, top layer] + config
 //!          └─ top layer: bins, repo files, gcc -static, pip --target (cache)
@@ -101,16 +101,27 @@ pub fn select(only: &[String]) -> Result<Vec<Image>> {
 }
 
 /// The cargo invocations the images need: shipped binaries in one (the Dockerfile's), each
-/// example in its own (examples pull in dev-dependency features, which must not reach the
-/// shipped binaries).
+/// feature-gated binary in its own (its features must not reach the shipped binaries).
+///
+/// Packages are named with `-p`: cargo then unifies features over those packages' dependencies
+/// only, so no other workspace member (test kit, benches, this crate) changes how the shipped
+/// binaries are compiled.
 pub fn cargo_invocations(images: &[Image]) -> Vec<Vec<String>> {
+    let mut packages: Vec<&str> = Vec::new();
     let mut bins: Vec<&str> = Vec::new();
-    let mut examples: Vec<(&str, &str)> = Vec::new();
+    let mut gated: Vec<(&str, &str, &str)> = Vec::new();
     for f in images.iter().flat_map(|i| &i.files) {
         match f.source {
-            Source::Bin(b) if !bins.contains(&b) => bins.push(b),
-            Source::Example { package, name } if !examples.contains(&(package, name)) => {
-                examples.push((package, name));
+            Source::Bin { package, name } => {
+                if !packages.contains(&package) {
+                    packages.push(package);
+                }
+                if !bins.contains(&name) {
+                    bins.push(name);
+                }
+            }
+            Source::FeatureBin { package, feature, name } if !gated.contains(&(package, feature, name)) => {
+                gated.push((package, feature, name));
             }
             _ => {}
         }
@@ -119,12 +130,13 @@ pub fn cargo_invocations(images: &[Image]) -> Vec<Vec<String>> {
     let mut out = Vec::new();
     if !bins.is_empty() {
         let mut args = base.to_vec();
+        packages.iter().for_each(|p| args.extend(["-p".to_string(), p.to_string()]));
         bins.iter().for_each(|b| args.extend(["--bin".to_string(), b.to_string()]));
         out.push(args);
     }
-    for (package, name) in examples {
+    for (package, feature, name) in gated {
         let mut args = base.to_vec();
-        args.extend(["-p", package, "--example", name].map(String::from));
+        args.extend(["-p", package, "--features", feature, "--bin", name].map(String::from));
         out.push(args);
     }
     out
@@ -209,11 +221,22 @@ fn image_tarball(
         layers.push((file, history));
         packages = rootfs.packages;
     }
-    layers.push((LayerFile { path: top_path.clone(), blob: top_blob }, top_history));
+    if image.files.is_empty() {
+        let _ = std::fs::remove_file(&top_path);
+    } else {
+        layers.push((LayerFile { path: top_path.clone(), blob: top_blob }, top_history));
+    }
     let run = run_config(image);
     let reference = image.reference();
     let created = oci::rfc3339(opts.epoch);
-    let parts = oci::Parts { reference: &reference, architecture: arch, created: &created, run: &run, layers, mtime: opts.epoch };
+    let parts = oci::Parts {
+        reference: &reference,
+        architecture: arch,
+        created: &created,
+        run: &run,
+        layers,
+        mtime: opts.epoch,
+    };
     let assembled = oci::assemble(parts)?;
     let file = image.file_name();
     let path = opts.out.join(&file);
@@ -237,7 +260,10 @@ fn image_tarball(
     });
     if let Some(e) = fresh {
         let _ = std::fs::remove_file(&top_path);
-        return Ok(Built { entry: entry(Blob { digest: e.file_digest.clone(), size: e.size }), written: false });
+        return Ok(Built {
+            entry: entry(Blob { digest: e.file_digest.clone(), size: e.size }),
+            written: false,
+        });
     }
     let staging = opts.out.join(format!(".{file}.{}", std::process::id()));
     let written = oci::write(&assembled, BufWriter::new(std::fs::File::create(&staging)?));
@@ -266,9 +292,11 @@ fn top_history(image: &Image) -> String {
         .files
         .iter()
         .map(|f| match &f.source {
-            Source::Bin(b) => format!("{} (cargo --release --bin {b})", f.dest),
-            Source::Example { package, name } => {
-                format!("{} (cargo --release -p {package} --example {name})", f.dest)
+            Source::Bin { package, name } => {
+                format!("{} (cargo --release -p {package} --bin {name})", f.dest)
+            }
+            Source::FeatureBin { package, feature, name } => {
+                format!("{} (cargo --release -p {package} --features {feature} --bin {name})", f.dest)
             }
             Source::Repo(p) => format!("{} ({p})", f.dest),
             Source::StaticC(p) => format!("{} (gcc -static {p})", f.dest),
@@ -285,12 +313,12 @@ fn top_layer(opts: &Options, image: &Image, tmp: &Path) -> Result<Layer> {
             std::fs::read(&p).map_err(|e| Error::Input { path: p, message: format!("{e} (was it built?)") })
         };
         match &f.source {
-            Source::Bin(b) => {
-                let data = read(opts.target_dir.join("release").join(b))?;
+            Source::Bin { name, .. } => {
+                let data = read(opts.target_dir.join("release").join(name))?;
                 layer.insert_with_parents(f.dest, Entry::file(data, f.mode, opts.epoch));
             }
-            Source::Example { name, .. } => {
-                let data = read(opts.target_dir.join("release/examples").join(name))?;
+            Source::FeatureBin { name, .. } => {
+                let data = read(opts.target_dir.join("release").join(name))?;
                 layer.insert_with_parents(f.dest, Entry::file(data, f.mode, opts.epoch));
             }
             Source::Repo(p) => {

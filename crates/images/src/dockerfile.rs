@@ -34,6 +34,8 @@ pub struct Stage {
     pub labels: BTreeMap<String, String>,
     /// `--bin` names of `cargo build` commands.
     pub cargo_bins: BTreeSet<String>,
+    /// `-p` packages of `cargo build` commands.
+    pub cargo_packages: BTreeSet<String>,
 }
 
 /// Parses the Dockerfile's stages.
@@ -62,8 +64,8 @@ pub fn parse(text: &str) -> Result<Vec<Stage>> {
             "COPY" => stage.copies.push(copy(rest).ok_or_else(|| err(format!("COPY {rest}")))?),
             "USER" => stage.user = Some(rest.into()),
             "ENTRYPOINT" => {
-                stage.entrypoint =
-                    serde_json::from_str(rest).map_err(|e| err(format!("ENTRYPOINT is not a JSON array: {e}")))?;
+                stage.entrypoint = serde_json::from_str(rest)
+                    .map_err(|e| err(format!("ENTRYPOINT is not a JSON array: {e}")))?;
             }
             "ENV" => stage.env.extend(pairs(rest).ok_or_else(|| err(format!("ENV {rest}")))?),
             "LABEL" => stage.labels.extend(pairs(rest).ok_or_else(|| err(format!("LABEL {rest}")))?),
@@ -116,6 +118,7 @@ fn run(stage: &mut Stage, rest: &str) {
         let w: Vec<&str> = cmd.split(' ').collect();
         if w.first() == Some(&"cargo") {
             stage.cargo_bins.extend(w.windows(2).filter(|p| p[0] == "--bin").map(|p| p[1].to_string()));
+            stage.cargo_packages.extend(w.windows(2).filter(|p| p[0] == "-p").map(|p| p[1].to_string()));
         } else if w.starts_with(&["apt-get", "install"]) {
             stage.packages.extend(w[2..].iter().filter(|p| !p.starts_with('-')).map(|p| p.to_string()));
         } else if cmd == "apt-get update" || cmd == "rm -rf /var/lib/apt/lists/*" {
@@ -185,8 +188,8 @@ pub fn from_spec(image: &Image) -> Option<Declared> {
     let base = image.base.as_ref().filter(|b| image.shipped && b.variant == Variant::Slim)?;
     let mut files = BTreeSet::new();
     for f in &image.files {
-        let Source::Bin(b) = f.source else { return None };
-        files.insert((b.to_string(), f.dest.to_string()));
+        let Source::Bin { name, .. } = f.source else { return None };
+        files.insert((name.to_string(), f.dest.to_string()));
     }
     Some(Declared {
         from: format!("debian:{SUITE}-slim"),
@@ -205,7 +208,8 @@ pub fn from_stage(stage: &Stage, builder: &str) -> Result<Declared, String> {
     let mut files = BTreeSet::new();
     for (from, src, dest) in &stage.copies {
         let bin = src.strip_prefix(BUILDER_OUT).filter(|_| from.as_deref() == Some(builder));
-        let bin = bin.ok_or_else(|| format!("stage {}: COPY {src} is not a binary of {builder}", stage.name))?;
+        let bin =
+            bin.ok_or_else(|| format!("stage {}: COPY {src} is not a binary of {builder}", stage.name))?;
         files.insert((bin.to_string(), dest.clone()));
     }
     Ok(Declared {
@@ -228,7 +232,7 @@ mod tests {
 ARG V=1
 FROM rust:${V}-bookworm AS builder
 RUN --mount=type=cache,target=/x \
-    cargo build --release --locked \
+    cargo build --release --locked -p pa -p pb \
       --bin a --bin b \
  && cp target/release/a /out/
 FROM debian:bookworm-slim AS one
@@ -249,6 +253,7 @@ ENTRYPOINT ["/usr/local/bin/a", "--flag"]
         let stages = parse(TEXT).unwrap();
         assert_eq!(stages.len(), 2);
         assert_eq!(stages[0].cargo_bins, ["a", "b"].map(String::from).into());
+        assert_eq!(stages[0].cargo_packages, ["pa", "pb"].map(String::from).into());
         let one = &stages[1];
         assert_eq!((one.name.as_str(), one.from.as_str()), ("one", "debian:bookworm-slim"));
         assert_eq!(one.packages, ["aa", "zz"].map(String::from).into());

@@ -95,9 +95,10 @@ fn list(out: &std::path::Path) {
     let index = Index::read(out);
     for image in spec::catalog() {
         let built = index.as_ref().and_then(|i| i.get(image.name));
-        let file = built.map_or_else(|| "(not built)".to_string(), |e| {
-            format!("{} {:.1} MB {}", e.file, e.size as f64 / 1e6, e.digest)
-        });
+        let file = built.map_or_else(
+            || "(not built)".to_string(),
+            |e| format!("{} {:.1} MB {}", e.file, e.size as f64 / 1e6, e.digest),
+        );
         println!("{:<10} {:<34} {file}", image.name, image.reference());
     }
 }

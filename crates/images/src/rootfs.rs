@@ -22,8 +22,9 @@ use crate::layer::{self, Blob, Normalize};
 use crate::spec::{BASE_EPOCH, Base, MIRRORS, SUITE, Variant};
 use crate::tools::{self, run};
 
-/// Bumped whenever [`layer::from_tar`] or [`DROP`] change what a cached layer holds.
-const FORMAT: u32 = 1;
+/// Bumped whenever [`layer::from_tar`], [`DROP`] or the mmdebstrap arguments change what a cached
+/// layer holds.
+const FORMAT: u32 = 2;
 
 /// dpkg options of the slim variant: what `debian:<suite>-slim` leaves out (docs but copyrights,
 /// man and info pages, locales but the alias table).
@@ -136,8 +137,10 @@ pub fn mmdebstrap_args(base: &Base, out: &Path) -> Vec<String> {
         Variant::Extract => args.push("--variant=extract".into()),
     }
     args.push(format!("--include={}", base.packages.join(",")));
+    // mmdebstrap runs no customize hooks for `extract`; its extract hooks come last there.
+    let hook = if base.variant == Variant::Extract { "--extract-hook" } else { "--customize-hook" };
     for cmd in base.setup {
-        args.push(format!("--customize-hook=chroot \"$1\" {} -c {}", base.shell, sh_quote(cmd)));
+        args.push(format!("{hook}=chroot \"$1\" {} -c {}", base.shell, sh_quote(cmd)));
     }
     args.push(SUITE.into());
     args.push(out.display().to_string());
@@ -243,6 +246,8 @@ mod tests {
                 .to_string()
         ));
         assert_eq!(sh_quote("it's"), r"'it'\''s'");
+        let busybox = mmdebstrap_args(&crate::spec::BUSYBOX_BASE, Path::new("/t/out.tar"));
+        assert!(busybox.iter().any(|a| a.starts_with("--extract-hook=chroot \"$1\" /bin/busybox sh -c ")));
         let at = args.iter().position(|a| a == SUITE).unwrap();
         assert_eq!(args[at + 1], "/t/out.tar");
         assert_eq!(&args[at + 2..], MIRRORS);

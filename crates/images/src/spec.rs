@@ -58,7 +58,8 @@ pub struct Base {
     /// `apt-get install --no-install-recommends`).
     pub packages: &'static [&'static str],
     /// Shell commands run in the finished root file system (`<shell> -c` in a chroot; the
-    /// Dockerfile's `RUN` after `apt-get install`), in order.
+    /// Dockerfile's `RUN` after `apt-get install`), in order (for [`Variant::Extract`]: once
+    /// the packages are extracted).
     pub setup: &'static [&'static str],
     /// The shell that runs `setup` inside the root file system.
     pub shell: &'static str,
@@ -68,10 +69,12 @@ pub struct Base {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Source {
-    /// A release binary of the workspace (`cargo build --release --bin NAME`).
-    Bin(&'static str),
-    /// A release example (`cargo build --release -p PACKAGE --example NAME`).
-    Example { package: &'static str, name: &'static str },
+    /// A release binary of a shipped crate (`cargo build --release -p PACKAGE --bin NAME`, all
+    /// shipped binaries in one invocation).
+    Bin { package: &'static str, name: &'static str },
+    /// A release binary behind a cargo feature, built on its own
+    /// (`cargo build --release -p PACKAGE --features FEATURE --bin NAME`).
+    FeatureBin { package: &'static str, feature: &'static str, name: &'static str },
     /// A file of the repository, relative to its root.
     Repo(&'static str),
     /// A static C program compiled from this repository file (`gcc -static`).
@@ -170,8 +173,8 @@ pub const BUSYBOX_BASE: Base = Base {
     shell: "/bin/busybox sh",
 };
 
-fn bin(name: &'static str, dest: &'static str) -> File {
-    File { source: Source::Bin(name), dest, mode: 0o755 }
+fn bin(package: &'static str, name: &'static str, dest: &'static str) -> File {
+    File { source: Source::Bin { package, name }, dest, mode: 0o755 }
 }
 
 /// Every image `make images` builds, shipped ones first.
@@ -184,7 +187,7 @@ pub fn catalog() -> Vec<Image> {
             repository: shipped("nmi"),
             description: "podid node agent (root: it installs the iptables rule that sends pods' IMDS traffic to it)",
             base: Some(AGENT_BASE),
-            files: vec![bin("podid-nmi", "/usr/local/bin/podid-nmi")],
+            files: vec![bin("podid-nmi", "podid-nmi", "/usr/local/bin/podid-nmi")],
             user: "0:0",
             entrypoint: vec!["/usr/local/bin/podid-nmi"],
             env: vec![],
@@ -195,7 +198,10 @@ pub fn catalog() -> Vec<Image> {
             repository: shipped("mic"),
             description: "podid controller and the podid CLI (non-root)",
             base: Some(CA_BASE),
-            files: vec![bin("podid-mic", "/usr/local/bin/podid-mic"), bin("podid", "/usr/local/bin/podid")],
+            files: vec![
+                bin("podid-mic", "podid-mic", "/usr/local/bin/podid-mic"),
+                bin("podid-cli", "podid", "/usr/local/bin/podid"),
+            ],
             user: NONROOT,
             entrypoint: vec!["/usr/local/bin/podid-mic"],
             env: vec![],
@@ -206,7 +212,7 @@ pub fn catalog() -> Vec<Image> {
             repository: shipped("demo"),
             description: "podid demo application of the walkthrough (non-root)",
             base: Some(CA_BASE),
-            files: vec![bin("podid-demo", "/usr/local/bin/podid-demo")],
+            files: vec![bin("podid-demo", "podid-demo", "/usr/local/bin/podid-demo")],
             user: NONROOT,
             entrypoint: vec!["/usr/local/bin/podid-demo"],
             env: vec![],
@@ -217,7 +223,11 @@ pub fn catalog() -> Vec<Image> {
             repository: test("pause"),
             description: "pod sandbox: sleeps and reaps children until SIGINT/SIGTERM",
             base: None,
-            files: vec![File { source: Source::StaticC("crates/images/pause/pause.c"), dest: "/pause", mode: 0o755 }],
+            files: vec![File {
+                source: Source::StaticC("crates/images/pause/pause.c"),
+                dest: "/pause",
+                mode: 0o755,
+            }],
             user: "0:0",
             entrypoint: vec!["/pause"],
             env: vec![],
@@ -245,7 +255,11 @@ pub fn catalog() -> Vec<Image> {
                     dest: "/usr/local/lib/python3.11/dist-packages",
                     mode: 0o755,
                 },
-                File { source: Source::Repo("crates/images/python/sdk_probe.py"), dest: SDK_PROBE, mode: 0o755 },
+                File {
+                    source: Source::Repo("crates/images/python/sdk_probe.py"),
+                    dest: SDK_PROBE,
+                    mode: 0o755,
+                },
             ],
             user: NONROOT,
             entrypoint: vec![SDK_PROBE],
@@ -258,7 +272,12 @@ pub fn catalog() -> Vec<Image> {
             description: "Rust azure_identity ManagedIdentityCredential probe: prints a token or the SDK's error",
             base: Some(CA_BASE),
             files: vec![File {
-                source: Source::Example { package: "podid-nmi", name: "sdk_probe" },
+                // crates/nmi/examples/sdk_probe.rs (see crates/images/Cargo.toml).
+                source: Source::FeatureBin {
+                    package: "podid-images",
+                    feature: "sdk-probe",
+                    name: "sdk-probe",
+                },
                 dest: SDK_PROBE,
                 mode: 0o755,
             }],

@@ -67,7 +67,9 @@ pub fn mmdebstrap_version() -> Result<String> {
 
 /// Debian's name of this machine's architecture (`amd64`).
 pub fn dpkg_architecture() -> Result<String> {
-    Ok(output(Command::new("dpkg").arg("--print-architecture"), "dpkg --print-architecture")?.trim().to_string())
+    Ok(output(Command::new("dpkg").arg("--print-architecture"), "dpkg --print-architecture")?
+        .trim()
+        .to_string())
 }
 
 /// Seconds since the epoch of the last commit of the repository at `repo`, if it is one.

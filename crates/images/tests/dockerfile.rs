@@ -42,10 +42,12 @@ fn the_builder_compiles_exactly_the_binaries_of_the_shipped_images() {
     let stages = stages();
     let builder = stages.iter().find(|s| s.name == "builder").unwrap();
     let invocations = build::cargo_invocations(&shipped());
-    assert_eq!(invocations.len(), 1, "shipped images need no example: {invocations:?}");
-    let wanted: BTreeSet<String> =
-        invocations[0].windows(2).filter(|w| w[0] == "--bin").map(|w| w[1].clone()).collect();
-    assert_eq!(builder.cargo_bins, wanted);
+    assert_eq!(invocations.len(), 1, "shipped images need no feature-gated binary: {invocations:?}");
+    let flag = |f: &str| -> BTreeSet<String> {
+        invocations[0].windows(2).filter(|w| w[0] == f).map(|w| w[1].clone()).collect()
+    };
+    assert_eq!(builder.cargo_bins, flag("--bin"));
+    assert_eq!(builder.cargo_packages, flag("-p"), "the same -p selection (the same features)");
 }
 
 #[test]
@@ -62,7 +64,10 @@ fn the_shipped_references_are_what_install_renders_by_default() {
         }
     }
     let standard = images_in(&serde_json::Value::Array(render(&InstallOptions::default()).unwrap()));
-    assert_eq!(standard, ["ghcr.io/podid/podid-mic:v0.1.0", "ghcr.io/podid/podid-nmi:v0.1.0"].map(String::from).into());
+    assert_eq!(
+        standard,
+        ["ghcr.io/podid/podid-mic:v0.1.0", "ghcr.io/podid/podid-nmi:v0.1.0"].map(String::from).into()
+    );
 }
 
 fn images_in(v: &serde_json::Value) -> BTreeSet<String> {

@@ -31,7 +31,8 @@ fn the_index_lists_every_catalog_image_with_its_tarball_size_and_digest() {
         assert_eq!(e.reference, reference(&e.name));
         let meta = std::fs::metadata(b.tarball(&e.name)).unwrap();
         assert_eq!(meta.len(), e.size, "{}", e.name);
-        let blob = podid_images::layer::digest_reader(std::fs::File::open(b.tarball(&e.name)).unwrap()).unwrap();
+        let blob =
+            podid_images::layer::digest_reader(std::fs::File::open(b.tarball(&e.name)).unwrap()).unwrap();
         assert_eq!(blob.digest, e.file_digest, "{}: tarball digest", e.name);
         assert!(e.digest.starts_with("sha256:") && e.config_digest.starts_with("sha256:"));
     }
@@ -45,15 +46,24 @@ fn every_tarball_is_a_docker_archive_and_an_oci_archive_skopeo_reads() {
     for e in &b.index.images {
         let file = b.tarball(&e.name).display().to_string();
         for transport in ["docker-archive", "oci-archive"] {
-            let out = Command::new("skopeo").args(["inspect", &format!("{transport}:{file}")]).output().unwrap();
-            assert!(out.status.success(), "skopeo inspect {transport}:{file}: {}", String::from_utf8_lossy(&out.stderr));
+            let out =
+                Command::new("skopeo").args(["inspect", &format!("{transport}:{file}")]).output().unwrap();
+            assert!(
+                out.status.success(),
+                "skopeo inspect {transport}:{file}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
             let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-            let layers: Vec<&str> = v["Layers"].as_array().unwrap().iter().map(|l| l.as_str().unwrap()).collect();
+            let layers: Vec<&str> =
+                v["Layers"].as_array().unwrap().iter().map(|l| l.as_str().unwrap()).collect();
             let want: Vec<&str> = e.layers.iter().map(|l| l.digest.as_str()).collect();
             assert_eq!(layers, want, "{transport}: {}", e.name);
             assert_eq!((v["Architecture"].as_str(), v["Os"].as_str()), (Some("amd64"), Some("linux")));
         }
-        let out = Command::new("skopeo").args(["inspect", "--raw", &format!("oci-archive:{file}")]).output().unwrap();
+        let out = Command::new("skopeo")
+            .args(["inspect", "--raw", &format!("oci-archive:{file}")])
+            .output()
+            .unwrap();
         assert_eq!(podid_images::layer::digest(&out.stdout), e.digest, "{}: manifest digest", e.name);
     }
 }
@@ -70,7 +80,8 @@ fn every_tarball_imports_into_containerd_under_its_reference_with_its_config() {
         let line = listed.lines().find(|l| l.split_whitespace().next() == Some(e.reference.as_str()));
         let line = line.unwrap_or_else(|| panic!("{} not imported:\n{listed}", e.reference));
         assert!(line.contains(&e.digest), "{}: digest {} not in {line}", e.name, e.digest);
-        let config: serde_json::Value = serde_json::from_str(&c.ok(&["content", "get", &e.config_digest])).unwrap();
+        let config: serde_json::Value =
+            serde_json::from_str(&c.ok(&["content", "get", &e.config_digest])).unwrap();
         let image = spec::find(&e.name).unwrap();
         assert_eq!(config["config"]["User"], image.user, "{}", e.name);
         assert_eq!(config["config"]["Entrypoint"], serde_json::json!(image.entrypoint), "{}", e.name);
@@ -116,13 +127,17 @@ fn the_test_images_hold_their_programs() {
     let pause = contents(&b.tarball("pause"), &[]);
     assert_eq!(pause.files.keys().collect::<Vec<_>>(), ["/pause"]);
     let busybox = contents(&b.tarball("busybox"), &[]);
-    for applet in ["/bin/sh", "/bin/nc", "/bin/sleep"] {
+    for applet in ["/bin/sh", "/usr/bin/nc", "/bin/sleep"] {
         assert_eq!(busybox.files[applet].link.as_deref(), Some("/bin/busybox"), "{applet}");
     }
     let python = contents(&b.tarball("sdk-python"), &[]);
     assert!(python.files.contains_key("/usr/bin/python3.11"));
     assert!(python.files.contains_key("/usr/local/lib/python3.11/dist-packages/azure/identity/__init__.py"));
-    assert!(python.files.contains_key("/usr/local/lib/python3.11/dist-packages/azure_identity-1.27.0.dist-info/METADATA"));
+    assert!(
+        python
+            .files
+            .contains_key("/usr/local/lib/python3.11/dist-packages/azure_identity-1.27.0.dist-info/METADATA")
+    );
     let rust = contents(&b.tarball("sdk-rust"), &[]);
     assert!(rust.files.contains_key(spec::SDK_PROBE) && rust.files.contains_key(CA_BUNDLE));
 }
@@ -137,11 +152,24 @@ fn the_agent_starts_in_its_container_and_installs_its_nat_rule_in_the_pods_netwo
     let kubeconfig = c.scratch("kubeconfig");
     std::fs::write(&kubeconfig, KUBECONFIG).unwrap();
     let mount = format!("type=bind,src={},dst=/kubeconfig,options=rbind:ro", kubeconfig.display());
-    let extra = ["--cap-add", "CAP_NET_ADMIN", "--env", "KUBECONFIG=/kubeconfig", "--env", "NODE_NAME=images-test", "--mount", &mount];
+    let extra = [
+        "--cap-add",
+        "CAP_NET_ADMIN",
+        "--env",
+        "KUBECONFIG=/kubeconfig",
+        "--env",
+        "NODE_NAME=images-test",
+        "--mount",
+        &mount,
+    ];
     let mut agent = c.spawn(&reference("nmi"), "nmi", &extra);
     agent.wait_for("Serving token requests", AGENT_BUDGET);
-    let rules = c.ok(&["tasks", "exec", "--exec-id", "rules", "nmi", "iptables", "-t", "nat", "-S", "aad-metadata"]);
-    assert!(rules.contains("-d 169.254.169.254/32") && rules.contains("--to-destination 127.0.0.1:2579"), "{rules}");
+    let rules =
+        c.ok(&["tasks", "exec", "--exec-id", "rules", "nmi", "iptables", "-t", "nat", "-S", "aad-metadata"]);
+    assert!(
+        rules.contains("-d 169.254.169.254/32") && rules.contains("--to-destination 127.0.0.1:2579"),
+        "{rules}"
+    );
     let version = c.ok(&["tasks", "exec", "--exec-id", "version", "nmi", "iptables", "--version"]);
     assert!(version.contains("nf_tables"), "{version}");
     c.ok(&["tasks", "kill", "nmi"]);
@@ -166,8 +194,15 @@ fn the_controller_and_demo_containers_run_as_nonroot() {
     let c = Containerd::start();
     c.import(&b.tarball("mic"));
     c.import(&b.tarball("demo"));
-    assert_eq!(c.run(&reference("mic"), "mic-id", &[], &["/usr/bin/id"]), (0, "uid=65532(nonroot) gid=65532(nonroot) groups=65532(nonroot)\n".into()));
-    for (image, bin) in [("mic", "/usr/local/bin/podid-mic"), ("mic", "/usr/local/bin/podid"), ("demo", "/usr/local/bin/podid-demo")] {
+    assert_eq!(
+        c.run(&reference("mic"), "mic-id", &[], &["/usr/bin/id"]),
+        (0, "uid=65532(nonroot) gid=65532(nonroot) groups=65532(nonroot)\n".into())
+    );
+    for (image, bin) in [
+        ("mic", "/usr/local/bin/podid-mic"),
+        ("mic", "/usr/local/bin/podid"),
+        ("demo", "/usr/local/bin/podid-demo"),
+    ] {
         let (code, out) = c.run(&reference(image), &format!("{image}-help"), &[], &[bin, "--help"]);
         assert_eq!(code, 0, "{bin} --help: {out}");
         assert!(out.contains("Usage"), "{out}");
@@ -202,6 +237,7 @@ fn pause_sleeps_until_sigterm_and_busybox_has_a_shell_and_nc() {
     assert!(tasks.lines().any(|l| l.starts_with("pause ") && l.contains("RUNNING")), "{tasks}");
     c.ok(&["tasks", "kill", "-s", "SIGTERM", "pause"]);
     assert_eq!(pause.wait(Duration::from_secs(60)), 0);
-    let (code, out) = c.run(&reference("busybox"), "busybox", &[], &["/bin/sh", "-c", "echo shell; command -v nc"]);
-    assert_eq!((code, out.as_str()), (0, "shell\n/bin/nc\n"));
+    let (code, out) =
+        c.run(&reference("busybox"), "busybox", &[], &["/bin/sh", "-c", "echo shell; command -v nc"]);
+    assert_eq!((code, out.as_str()), (0, "shell\n/usr/bin/nc\n"));
 }

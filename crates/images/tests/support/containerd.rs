@@ -136,7 +136,8 @@ disabled_plugins = [
         all.extend([image, id]);
         all.extend(args);
         let out = self.ctr(&all);
-        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        let text =
+            format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
         (out.status.code().unwrap_or(-1), text)
     }
 
