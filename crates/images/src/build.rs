@@ -147,11 +147,16 @@ fn cargo_build(opts: &Options, images: &[Image]) -> Result<()> {
     for args in cargo_invocations(images) {
         say(&format!("cargo {}", args.join(" ")));
         let started = Instant::now();
-        let status = Command::new(&cargo)
-            .args(&args)
-            .current_dir(&opts.repo)
-            .env("CARGO_TARGET_DIR", &opts.target_dir)
-            .status()?;
+        let mut cmd = Command::new(&cargo);
+        cmd.args(&args).current_dir(&opts.repo);
+        for (key, _) in std::env::vars_os() {
+            if let Some(k) = key.to_str().filter(|k| set_by_cargo_for_a_run(k)) {
+                cmd.env_remove(k);
+            }
+        }
+        // `target_dir` is `$CARGO_TARGET_DIR` or the repository's `target`, which cargo finds
+        // by itself: setting it anew would be one more difference from a plain `cargo build`.
+        let status = cmd.status()?;
         if !status.success() {
             return Err(Error::Command {
                 command: format!("cargo {}", args.join(" ")),
@@ -162,6 +167,28 @@ fn cargo_build(opts: &Options, images: &[Image]) -> Result<()> {
         say(&format!("cargo done in {:.1} s", started.elapsed().as_secs_f64()));
     }
     Ok(())
+}
+
+/// Variables `cargo run`/`cargo test` set for the program they start (`CARGO_PKG_NAME`,
+/// `CARGO_MANIFEST_DIR`, `CARGO_BIN_EXE_*`, the test's `LD_LIBRARY_PATH`, ...). A nested cargo
+/// must not pass them on to the crates it builds: a build script or `env!` that sees them
+/// changed makes cargo rebuild, and the release binaries would differ from `make images`'.
+pub fn set_by_cargo_for_a_run(key: &str) -> bool {
+    const KEEP: &[&str] = &["CARGO_HOME", "CARGO_TARGET_DIR", "CARGO_INCREMENTAL", "CARGO_LOG"];
+    const KEEP_PREFIX: &[&str] = &[
+        "CARGO_BUILD_",
+        "CARGO_NET_",
+        "CARGO_HTTP_",
+        "CARGO_REGISTRIES_",
+        "CARGO_REGISTRY_",
+        "CARGO_TERM_",
+        "CARGO_PROFILE_",
+    ];
+    let cargo_var =
+        key.starts_with("CARGO_") && !KEEP.contains(&key) && !KEEP_PREFIX.iter().any(|p| key.starts_with(p));
+    cargo_var
+        || key.starts_with("__CARGO")
+        || ["CARGO", "OUT_DIR", "LD_LIBRARY_PATH", "RUST_RECURSION_COUNT"].contains(&key)
 }
 
 fn base_layer(
@@ -388,4 +415,40 @@ fn write_index(opts: &Options, old: Option<Index>, built: &[Built]) -> Result<()
     }
     let images = spec::catalog().iter().filter_map(|i| by_name.remove(i.name)).collect();
     Index { schema: index::SCHEMA, images }.write(&opts.out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_nested_cargo_gets_the_users_cargo_settings_but_not_what_cargo_test_set() {
+        for k in
+            ["CARGO", "CARGO_PKG_NAME", "CARGO_MANIFEST_DIR", "CARGO_BIN_EXE_podid-images", "LD_LIBRARY_PATH"]
+        {
+            assert!(set_by_cargo_for_a_run(k), "{k}");
+        }
+        for k in ["CARGO_HOME", "CARGO_TARGET_DIR", "CARGO_BUILD_JOBS", "CARGO_NET_OFFLINE", "PATH", "HOME"] {
+            assert!(!set_by_cargo_for_a_run(k), "{k}");
+        }
+    }
+
+    #[test]
+    fn shipped_binaries_build_in_one_invocation_and_the_probe_in_its_own() {
+        let inv = cargo_invocations(&spec::catalog());
+        assert_eq!(inv.len(), 2, "{inv:?}");
+        let shipped = inv[0].join(" ");
+        assert!(
+            shipped
+                .starts_with("build --release --locked -p podid-nmi -p podid-mic -p podid-cli -p podid-demo")
+        );
+        assert!(
+            shipped.ends_with("--bin podid-nmi --bin podid-mic --bin podid --bin podid-demo"),
+            "{shipped}"
+        );
+        assert_eq!(
+            inv[1].join(" "),
+            "build --release --locked -p podid-images --features sdk-probe --bin sdk-probe"
+        );
+    }
 }
