@@ -245,15 +245,14 @@ impl Running {
     }
 }
 
-/// cgroup folders left by this process's containers (none once they are deleted).
-pub fn leftover_cgroups() -> Vec<PathBuf> {
-    let prefix = format!("podid-images-{}-", std::process::id());
+/// cgroup folders left by container `id` of this process (none once it is deleted).
+pub fn leftover_cgroups(id: &str) -> Vec<PathBuf> {
+    let name = Containerd::cgroup(id);
     let mut out = Vec::new();
     for hierarchy in std::fs::read_dir("/sys/fs/cgroup").into_iter().flatten().flatten() {
-        for e in std::fs::read_dir(hierarchy.path()).into_iter().flatten().flatten() {
-            if e.file_name().to_string_lossy().starts_with(&prefix) {
-                out.push(e.path());
-            }
+        let path = hierarchy.path().join(name.trim_start_matches('/'));
+        if path.exists() {
+            out.push(path);
         }
     }
     out

@@ -31,16 +31,21 @@ impl Built {
     }
 }
 
+/// With this set, the build uses the release binaries already there (`--skip-cargo`): a fast
+/// path for re-running the tests right after `make images`.
+pub const SKIP_CARGO_ENV: &str = "PODID_IMAGES_SKIP_CARGO";
+
 /// Builds every image once per test binary (the same command as `make images`).
 pub fn built() -> &'static Built {
     static BUILT: OnceLock<Built> = OnceLock::new();
     BUILT.get_or_init(|| {
         let out = podid_images::target_dir().join("images");
-        let status = Command::new(env!("CARGO_BIN_EXE_podid-images"))
-            .args(["build", "--out"])
-            .arg(&out)
-            .status()
-            .expect("run podid-images");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_podid-images"));
+        cmd.args(["build", "--out"]).arg(&out);
+        if std::env::var_os(SKIP_CARGO_ENV).is_some() {
+            cmd.arg("--skip-cargo");
+        }
+        let status = cmd.status().expect("run podid-images");
         assert!(status.success(), "podid-images build failed ({status}); its output is above");
         let index = Index::read(&out).expect("an index after the build");
         Built { out, index }
