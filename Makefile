@@ -66,3 +66,10 @@ fuzz-ci: test-deps
 # `make bench ARGS=--quick` is a smoke run (report under target/bench/). Soak: docs/soak.md.
 bench:
 	$(CARGO) run --release -q -p podid-bench -- run $(ARGS)
+
+# podid's container images without Docker or a registry (docs/install.md, "Images"): release
+# binaries + Debian base layers (mmdebstrap, cached under $PODID_CACHE) -> target/images/*.tar
+# and target/images/index.json. ARGS="--only nmi", ARGS=--refresh-bases.
+.PHONY: images
+images:
+	$(CARGO) run -q -p podid-images -- build $(ARGS)
