@@ -203,6 +203,7 @@ async fn main() {
                 drift_interval: None,
                 base_backoff: Duration::from_millis(500),
                 max_backoff: Duration::from_secs(10),
+                ..Settings::default()
             },
             scope: Some(BTreeSet::from([ns.clone()])),
             election: Election {

@@ -123,6 +123,7 @@ fn agent_state(imds_url: &str, cache_min_remaining: u64) -> AgentState {
         config: Arc::new(config),
         metrics,
         proxy: Proxy::new(imds_url).unwrap(),
+        drift: Default::default(),
     }
 }
 

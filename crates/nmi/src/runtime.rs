@@ -126,6 +126,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         config: Arc::new(config),
         metrics: metrics.clone(),
         proxy: Proxy::new(&format!("http://{metadata_ip}:{metadata_port}"))?,
+        drift: crate::drift::Reporter::new(kube.clone(), &node),
     };
 
     let readiness = Arc::new(Readiness::default());

@@ -120,4 +120,6 @@ pub struct AgentState {
     pub config: Arc<Config>,
     pub metrics: Arc<Metrics>,
     pub proxy: crate::http::proxy::Proxy,
+    /// Reports IMDS refusing an `Assigned` identity to the controller (disabled by default).
+    pub drift: crate::drift::Reporter,
 }

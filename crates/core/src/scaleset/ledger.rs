@@ -24,6 +24,12 @@ use serde::{Deserialize, Serialize};
 
 use super::{IdentityRef, ResourceIdentity, Target, TargetNeeds};
 
+/// The label every stored ledger carries (the controller stores one ConfigMap per target in its
+/// leader-election namespace; `podid uninstall` reads them).
+pub const LEDGER_LABEL: &str = "podid.io/ledger";
+/// The ConfigMap data key holding the [`TargetLedger`] as JSON.
+pub const LEDGER_KEY: &str = "ledger.json";
+
 /// What podid put on one target.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

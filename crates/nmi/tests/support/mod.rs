@@ -174,6 +174,7 @@ impl Agent {
             config: Arc::new(config),
             metrics: Arc::new(Metrics::register(&mut registry)),
             proxy: Proxy::new(&imds.url).unwrap(),
+            drift: Default::default(),
         };
         Self { state, provider, clock, imds }
     }

@@ -137,6 +137,7 @@ impl Env {
                 drift_interval: opts.drift,
                 base_backoff: opts.backoff,
                 max_backoff: Duration::from_secs(10),
+                recheck_interval: Duration::from_millis(500),
             },
             scope: Some(self.scope.clone()),
             election: Election {
