@@ -34,19 +34,21 @@ async fn an_assignment_deleted_by_hand_is_recreated_and_its_identity_still_remov
 }
 
 #[tokio::test]
-async fn an_assignment_stripped_as_its_pod_goes_still_takes_the_identity_off() {
+async fn an_assignment_stripped_while_the_controller_was_down_still_takes_the_identity_off() {
     let env = Env::new("ledger-orphan").await;
-    let _mic = env.mic(MicOptions::default());
+    let first = env.mic(MicOptions { identity: "mic-a".into(), ..MicOptions::default() });
     let node = env.node(0).await;
     bound(&env, "app-id", APP_IDENTITY, "app").await;
     env.pod("web", &node, "app").await;
     let name = aai_name("web", &env.ns, "app-id");
     env.wait_states(&[(&name, Assigned)]).await;
+    drop(first);
     // No assigned identity is left to say podid put the identity there: only the ledger knows.
     env.delete_pod("web").await;
     env.strip_and_delete_aai(&name).await;
-    env.wait_none().await;
+    let _second = env.mic(MicOptions { identity: "mic-b".into(), ..MicOptions::default() });
     until("the identity off the scale set", || async { !env.has(APP_IDENTITY) }).await;
+    until("the ledger is gone with it", || async { env.ledgers().await.is_empty() }).await;
 }
 
 #[tokio::test]
