@@ -28,9 +28,9 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use futures::StreamExt;
-use kube::runtime::WatchStreamExt;
 use kube::Api;
 use kube::api::{ListParams, PostParams};
+use kube::runtime::WatchStreamExt;
 use podid_api::k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use podid_api::{
     AssignedState, AzureAssignedIdentity, AzureIdentity, AzureIdentityBinding, AzureIdentityBindingSpec,

@@ -184,9 +184,11 @@ fn pass(
 ) {
     let snap = index.snapshot();
     for t in index.quietly(|i| i.take_rechecks()) {
+        executor.metrics.drift_reports.inc();
         st.rechecks.request(t);
     }
     let (recheck, recheck_due) = st.rechecks.due(now);
+    let asked = recheck.clone();
     let visits = Visits { all_needed: std::mem::take(&mut st.drift), targets: recheck };
     let gates = Gates {
         in_flight: st.in_flight.clone(),
@@ -207,6 +209,9 @@ fn pass(
     let seen = Arc::new(snap.eligible_since);
     for (unit, work) in plan.units {
         if let Unit::Target(t) = &unit {
+            if asked.contains(t) {
+                executor.metrics.rechecks.inc();
+            }
             st.rechecks.visited(t, now);
         }
         st.in_flight.insert(unit.clone());
@@ -253,6 +258,9 @@ fn settle(st: &mut State, outcome: Outcome, executor: &Executor, now: Instant) {
     for key in &outcome.done_objects {
         st.objects.succeeded(key);
     }
+    // Objects that stopped failing because they went away are forgotten a backoff period later.
+    let horizon = st.settings.max_backoff;
+    st.objects.retain(|_, until| until + horizon > now);
     for key in outcome.failed_objects {
         st.objects.failed(key, now, None);
     }
