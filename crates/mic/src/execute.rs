@@ -1,9 +1,9 @@
 //! Doing: one unit's work, in order (spec §2.9, with upstream's problems fixed).
 //!
 //! ```text
-//!  Target unit:  GET target ‖ write new/rewritten AAIs (Created)     (in parallel once a ledger
-//!                ─▶ ledger: fold in the state read; record what will be added   exists; the first
-//!                   (stored before the PATCH: a crash after it loses nothing)   visit GETs first)
+//!  Target unit:  GET target ─▶ ledger: fold in the state read (the first visit creates it)
+//!                ─▶ write new/rewritten AAIs (Created; pre-existing identities marked)
+//!                   ‖ store what the PATCH will add in the ledger (a crash after it loses nothing)
 //!                ─▶ PATCH(es) (≤150 each; identities ARM refuses are dropped and the rest retried)
 //!                ─▶ on failure, GET again to learn what actually happened
 //!                ─▶ ledger: fold in the state after (stored; deleted once it records nothing)
@@ -308,17 +308,22 @@ impl Executor {
         seen: &BTreeMap<PodKey, Instant>,
         out: &mut Outcome,
     ) -> Result<(), UnitError> {
-        let (read, written) = self.read_and_write(t, &work).await;
-        out.failed_objects.extend(written.failed);
+        let read = self.arm.get_identity(t).await;
         let current = self.current(t, &work, read).await?;
-        let mut stored = work.ledger.as_deref().cloned();
+        let stored = work.ledger.as_deref().cloned();
         let mut ledger =
             stored.as_ref().map_or_else(|| Ledger::first(&current, &work.needs), |s| s.value.ledger.clone());
         ledger.observe(&current, &work.needs.needed, &self.immutable);
         let mut want = delta(&work.needs, &ledger, &current, &self.immutable);
         want.add.retain(|k| !work.hold_back.contains(k));
+        // The assignments and the ledger's record of what is about to be added, in parallel;
+        // both before the PATCH.
+        let preexisting = ledger.preexisting.clone();
         ledger.intend(&want.add, &work.needs.needed);
-        stored = self.store(t, stored.as_ref(), &ledger).await?;
+        let (written, stored) =
+            futures::join!(self.write_objects(&work, &preexisting), self.store(t, stored.as_ref(), &ledger));
+        out.failed_objects.extend(written.failed);
+        let stored = stored?;
 
         let (state, refused, failure) = self.apply(t, current, &mut want).await;
         ledger.observe(&state, &work.needs.needed, &self.immutable);
@@ -343,25 +348,6 @@ impl Executor {
             return Err(UnitError::Update { target: t.clone(), source: e, retry_at });
         }
         stored_after.map(drop)
-    }
-
-    /// Reads the target and writes the assignments: in parallel when a ledger says what is
-    /// pre-existing; otherwise the read comes first (it decides that).
-    async fn read_and_write(
-        &self,
-        t: &Target,
-        work: &UnitWork,
-    ) -> (Result<podid_azure::arm::TargetIdentity, ArmFailure>, Written) {
-        if let Some(l) = &work.ledger {
-            let pre = &l.value.ledger.preexisting;
-            return futures::join!(self.arm.get_identity(t), self.write_objects(work, pre));
-        }
-        let read = self.arm.get_identity(t).await;
-        let written = match &read {
-            Ok(c) => self.write_objects(work, &Ledger::first(&c.identity, &work.needs).preexisting).await,
-            Err(_) => Written::default(),
-        };
-        (read, written)
     }
 
     /// The target's identities, or why the unit stops (a target that is gone loses its ledger).

@@ -257,16 +257,20 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let credential = token_source(&auth, &cloud, &http, ImdsOptions::default())
         .context("cannot set up ARM credentials")?;
     let options = ArmOptions { poll_interval: args.arm_poll_interval, ..ArmOptions::default() };
-    let arm = ArmClient::for_cloud(build_client(&http)?, &cloud, credential, options);
+    let http = build_client(&http).context("cannot set up HTTPS for ARM (--trusted-ca-file?)")?;
+    let arm = ArmClient::for_cloud(http, &cloud, credential, options);
 
     let kube = if args.kubeconfig.is_empty() {
         kube::Client::try_default()
             .await
             .context("cannot build a Kubernetes client (KUBECONFIG or in-cluster)")?
     } else {
-        let kubeconfig = kube::config::Kubeconfig::read_from(&args.kubeconfig)?;
-        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?;
-        kube::Client::try_from(config)?
+        let kubeconfig = kube::config::Kubeconfig::read_from(&args.kubeconfig)
+            .with_context(|| format!("cannot read --kubeconfig {}", args.kubeconfig))?;
+        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+            .await
+            .with_context(|| format!("unusable --kubeconfig {}", args.kubeconfig))?;
+        kube::Client::try_from(config).context("cannot build a Kubernetes client from --kubeconfig")?
     };
     let identity = if args.leader_election_instance.is_empty() {
         std::env::var("HOSTNAME")
