@@ -448,8 +448,6 @@ fn mic_args(
         ns,
         "--leader-election-name",
         lease,
-        "--leader-election-duration",
-        "4s",
         "--http-probe-port",
         "0",
         "--prometheus-port",

@@ -166,22 +166,40 @@ impl Events {
             name: regarding.name.clone().unwrap_or_default(),
         };
         let now = Timestamp::now();
-        let write = self.recent.lock().observe(key.clone(), now);
         let api: Api<Event> = Api::namespaced(self.client.clone(), &key.namespace);
-        let result = match write {
+        let mut result = self.write(&api, &key, warning, note, regarding, now).await;
+        if matches!(&result, Err(kube::Error::Api(e)) if e.code == 404) {
+            // The series' first Event is gone (expired), or its creation has not landed yet
+            // (repeats published concurrently): start a new one.
+            self.recent.lock().forget(&key);
+            result = self.write(&api, &key, warning, note, regarding, now).await;
+        }
+        if result.is_err() {
+            self.recent.lock().forget(&key);
+        }
+        result
+    }
+
+    async fn write(
+        &self,
+        api: &Api<Event>,
+        key: &Key,
+        warning: bool,
+        note: &str,
+        regarding: &ObjectReference,
+        now: Timestamp,
+    ) -> Result<(), kube::Error> {
+        let write = self.recent.lock().observe(key.clone(), now);
+        match write {
             Write::Create(name) => {
-                let event = self.event(name, warning, reason, note, regarding, now);
+                let event = self.event(name, warning, &key.reason, note, regarding, now);
                 api.create(&PostParams::default(), &event).await.map(drop)
             }
             Write::Series { event, count } => {
                 let series = json!({ "series": { "count": count, "lastObservedTime": MicroTime(now) } });
                 api.patch(&event, &PatchParams::default(), &Patch::Merge(&series)).await.map(drop)
             }
-        };
-        if result.is_err() {
-            self.recent.lock().forget(&key);
         }
-        result
     }
 
     fn event(
