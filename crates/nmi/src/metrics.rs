@@ -36,6 +36,12 @@ struct OperationLabels {
     operation_type: String,
 }
 
+/// `reason` is one of `podid_core::refusal::Reason`'s fixed values, never a caller's.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RefusalLabels {
+    reason: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
     decision: String,
@@ -51,6 +57,7 @@ pub struct Metrics {
     k8s_errors: Family<OperationLabels, Counter>,
     requests: Family<RequestLabels, Counter>,
     latency: Family<RequestLabels, Histogram>,
+    refusals: Family<RefusalLabels, Counter>,
     pub cache_entries: Gauge,
 }
 
@@ -64,6 +71,7 @@ impl Metrics {
             k8s_errors: Family::default(),
             requests: Family::default(),
             latency: Family::new_with_constructor(|| Histogram::new(FAST_BUCKETS)),
+            refusals: Family::default(),
             cache_entries: Gauge::default(),
         };
         let aad = registry.sub_registry_with_prefix("aadpodidentity");
@@ -87,6 +95,7 @@ impl Metrics {
             m.latency.clone(),
         );
         podid.register("token_cache_entries", "Tokens in the cache", m.cache_entries.clone());
+        podid.register("refusals", "Refused token requests by reason", m.refusals.clone());
         m
     }
 
@@ -112,6 +121,11 @@ impl Metrics {
         let labels = RequestLabels { decision: decision.into(), cache: cache.into() };
         self.requests.get_or_create(&labels).inc();
         self.latency.get_or_create(&labels).observe(secs);
+    }
+
+    /// Counts one refusal (`reason`: a `Reason::as_str` value).
+    pub fn refusal(&self, reason: &'static str) {
+        self.refusals.get_or_create(&RefusalLabels { reason }).inc();
     }
 
     /// Records one upstream token call.
