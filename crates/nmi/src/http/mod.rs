@@ -81,11 +81,11 @@ async fn dispatch(
     }
 }
 
-/// `/host/token` is for root processes of this node: a loopback caller's socket must belong to
-/// uid 0, as the kernel's TCP table says. Non-loopback callers are refused by the handler itself
+/// `/host/token` is for root processes of this node: a caller from 127.0.0.1 must own its socket
+/// as uid 0, as the kernel's TCP table says. Other addresses are refused by the handler itself
 /// with upstream's message.
 async fn host_caller(peer: SocketAddr, conn: Option<Connection>) -> Result<(), String> {
-    if !peer.ip().to_canonical().is_loopback() {
+    if peer.ip().to_canonical() != IpAddr::from([127, 0, 0, 1]) {
         return Ok(());
     }
     let Some(conn) = conn else {
