@@ -46,7 +46,11 @@ fn topology() -> Node {
     let dir = tempfile::tempdir().unwrap();
     serve(&imds, dir.path(), "169.254.169.254", 80, "real-imds");
     for interface in ["all", "default", "lo", pod_if.as_str()] {
-        assert_eq!(route_localnet(&node, interface), "0", "{interface}: the test must start without route_localnet");
+        assert_eq!(
+            route_localnet(&node, interface),
+            "0",
+            "{interface}: the test must start without route_localnet"
+        );
     }
     assert_eq!(
         fetch_until(&pod, IMDS, "real-imds"),
@@ -75,7 +79,9 @@ fn chain(ns: &Netns) -> Vec<String> {
 
 #[test]
 fn rules_are_idempotent_self_repairing_and_redirect_pod_traffic_without_route_localnet() {
-    if !root_or_explicit_skip("rules_are_idempotent_self_repairing_and_redirect_pod_traffic_without_route_localnet") {
+    if !root_or_explicit_skip(
+        "rules_are_idempotent_self_repairing_and_redirect_pod_traffic_without_route_localnet",
+    ) {
         return;
     }
     let t = topology();
@@ -127,7 +133,11 @@ fn upstreams_loopback_dnat_needs_route_localnet_the_node_address_dnat_does_not()
         "DNAT to 127.0.0.1 without route_localnet: the kernel drops it, the pod times out: {dropped:?}"
     );
     t.node.ok(&["sysctl", "-qw", &format!("net.ipv4.conf.{}.route_localnet=1", t.pod_if)]);
-    assert_eq!(fetch_until(&t.pod, IMDS, "agent"), Ok("agent".into()), "as kube-proxy in iptables mode makes it work");
+    assert_eq!(
+        fetch_until(&t.pod, IMDS, "agent"),
+        Ok("agent".into()),
+        "as kube-proxy in iptables mode makes it work"
+    );
     t.node.ok(&["sysctl", "-qw", &format!("net.ipv4.conf.{}.route_localnet=0", t.pod_if)]);
 
     let node = Iptables { binary: ipt.binary.clone(), rules: node_rules() };

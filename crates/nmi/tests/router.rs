@@ -250,7 +250,8 @@ async fn imds_endpoints_are_proxied_other_paths_are_not_and_instance_can_be_bloc
 async fn host_token_is_off_unless_enabled() {
     let agent = Agent::standard();
     agent.bind_pod("app", "web", POD_IP, "id1", AssignedState::Assigned);
-    let resp = agent.get("127.0.0.1", "/host/token/?resource=r", &[("podns", "app"), ("podname", "web")]).await;
+    let resp =
+        agent.get("127.0.0.1", "/host/token/?resource=r", &[("podns", "app"), ("podname", "web")]).await;
     assert_eq!((resp.status, resp.body.as_str()), (StatusCode::NOT_FOUND, "404 page not found\n"));
     assert_eq!(agent.provider.calls(), 0);
 }

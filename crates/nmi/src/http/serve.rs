@@ -224,7 +224,7 @@ async fn serve_connection(
                 break;
             }
             why = watchdog.as_mut() => {
-                debug!(peer = %conn.peer, ?why, "Closing a connection that sent no complete request in time");
+                debug!(peer = %conn.peer, ?why, "Closing a connection: no complete request head, or idle, for too long");
                 server.metrics.connection_closed(why);
                 break;
             }
