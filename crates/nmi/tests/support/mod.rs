@@ -213,13 +213,18 @@ impl Agent {
     }
 
     pub async fn get(&self, ip: &str, uri: &str, headers: &[(&str, &str)]) -> Resp {
-        let ip: IpAddr = ip.parse().unwrap();
-        let router = app(self.state.clone()).layer(MockConnectInfo(SocketAddr::new(ip, 40000)));
         let mut req = Request::builder().uri(uri);
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
-        let resp = router.oneshot(req.body(Body::empty()).unwrap()).await.unwrap();
+        self.send(ip, req.body(Body::empty()).unwrap()).await
+    }
+
+    /// Hands `req` to the router in process, as if from `ip`.
+    pub async fn send(&self, ip: &str, req: Request<Body>) -> Resp {
+        let ip: IpAddr = ip.parse().unwrap();
+        let router = app(self.state.clone()).layer(MockConnectInfo(SocketAddr::new(ip, 40000)));
+        let resp = router.oneshot(req).await.unwrap();
         let h = resp.headers().clone();
         let get = |k: &str| h.get(k).and_then(|v| v.to_str().ok()).map(str::to_string);
         Resp {
