@@ -285,3 +285,41 @@ impl Metrics {
         self.k8s_errors.get_or_create(&OperationLabels { operation_type: operation.into() }).inc();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_resources_keep_their_name_everything_else_is_other() {
+        assert_eq!(resource_label("https://vault.azure.net"), "https://vault.azure.net");
+        assert_eq!(resource_label("https://vault.azure.net/"), "https://vault.azure.net");
+        assert_eq!(resource_label("https://Management.Azure.com/.default"), "https://management.azure.com");
+        assert_eq!(resource_label("api://AzureADTokenExchange"), "api://azureadtokenexchange");
+        assert_eq!(resource_label("https://attacker-1.example"), "other");
+        assert_eq!(resource_label(&"x".repeat(8192)), "other");
+        assert_eq!(resource_label(""), "other");
+    }
+
+    #[test]
+    fn ten_thousand_distinct_resources_add_no_series() {
+        let mut registry = Registry::default();
+        let m = Metrics::register(&mut registry);
+        let text = |r: &Registry| {
+            let mut s = String::new();
+            prometheus_client::encoding::text::encode(&mut s, r).unwrap();
+            s
+        };
+        m.request(200, "app", "https://vault.azure.net", "token", "hit", Duration::from_millis(1));
+        m.request(404, "app", "https://r-0.example", "refused", "none", Duration::from_millis(1));
+        let before = text(&registry);
+        for i in 0..10_000 {
+            let resource = format!("https://r-{i}.example/{}", "p".repeat(i % 100));
+            m.request(404, "app", &resource, "refused", "none", Duration::from_millis(1));
+        }
+        let after = text(&registry);
+        assert_eq!(after.lines().count(), before.lines().count(), "no new series: {after}");
+        assert!(after.len() < before.len() + 512, "only counts and sums grew");
+        assert!(!after.contains("r-1.example"));
+    }
+}

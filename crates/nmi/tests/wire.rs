@@ -378,3 +378,23 @@ async fn requests_over_the_per_source_rate_are_answered_429_with_retry_after() {
     assert!(m.contains(&format!("podid_nmi_requests_throttled_total {throttled}")), "{m}");
     emulator.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_head_over_16_kib_is_refused_with_431() {
+    let (emulator, imds) = emulator().await;
+    let (trip, _) = tripwire().await;
+    let agent = agent(&imds, trip, &[]).await;
+    let resource = "r".repeat(20 * 1024);
+    let head = format!(
+        "GET /metadata/identity/oauth2/token?resource={resource} HTTP/1.1\r\nHost: x\r\nMetadata: true\r\nConnection: close\r\n\r\n"
+    );
+    let (status, _) = raw(agent.addr, head.as_bytes()).await;
+    assert_eq!(status, 431);
+    let fits = format!(
+        "GET /metadata/versions?x={} HTTP/1.1\r\nHost: x\r\nMetadata: true\r\nConnection: close\r\n\r\n",
+        "r".repeat(8 * 1024)
+    );
+    let (status, _) = raw(agent.addr, fits.as_bytes()).await;
+    assert_ne!(status, 431, "8 KB still fits");
+    emulator.shutdown().await;
+}
