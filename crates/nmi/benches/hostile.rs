@@ -13,7 +13,7 @@
 //!
 //!   cargo bench -p podid-nmi --bench hostile
 //!   PODID_BENCH_RESOURCES=20000 PODID_BENCH_PHASE_SECS=5 cargo bench -p podid-nmi --bench hostile
-//!   PODID_BENCH_NMI=/path/to/other/podid-nmi ...   # the same against another build of the agent
+//!   PODID_BENCH_NMI=/path/to/podid-nmi PODID_BENCH_SPRAY_FLAGS= ...   # another build of the agent
 //!
 //! Prints a Markdown table and `BENCH-JSON {…}` lines (suite `hostile`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -74,6 +74,28 @@ fn rss_kib(pid: u32) -> u64 {
 
 fn open_fds(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0)
+}
+
+/// CPU seconds (user + system) a process has used (`/proc/<pid>/stat`, 100 ticks a second).
+fn cpu_secs(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+    let f: Vec<u64> = after.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+    // Fields 14 and 15 of the line; `after` starts at field 3 (state, not a number, skipped).
+    (f.get(10).copied().unwrap_or(0) + f.get(11).copied().unwrap_or(0)) as f64 / 100.0
+}
+
+/// Runs `fut` on a runtime of its own on one thread, as a pod limited to one CPU would.
+async fn on_one_thread<F>(fut: F) -> F::Output
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    tokio::task::spawn_blocking(move || {
+        tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(fut)
+    })
+    .await
+    .unwrap()
 }
 
 struct Agent {
@@ -220,17 +242,33 @@ struct Phase {
     p99: u64,
     requests: usize,
     errors: usize,
+    /// The agent's CPU use during the phase, in % of one core.
+    agent_cpu: f64,
+    /// This process's (victims and attackers), in % of one core.
+    bench_cpu: f64,
 }
 
-impl Phase {
-    fn of(name: &'static str, (lat, errors): (Vec<u64>, usize)) -> Self {
-        Self { name, p50: pct(&lat, 0.5), p99: pct(&lat, 0.99), requests: lat.len(), errors }
+/// Measures the victims for `secs` while whatever else runs; with CPU use of agent and bench.
+async fn phase(name: &'static str, agent: &Agent, secs: f64) -> Phase {
+    let pid = agent.child.id().to_string();
+    let (a0, b0, t0) = (cpu_secs(&pid), cpu_secs("self"), Instant::now());
+    let (lat, errors) = victims(agent, secs).await;
+    let wall = t0.elapsed().as_secs_f64();
+    let (a1, b1) = (cpu_secs(&pid), cpu_secs("self"));
+    Phase {
+        name,
+        p50: pct(&lat, 0.5),
+        p99: pct(&lat, 0.99),
+        requests: lat.len(),
+        errors,
+        agent_cpu: (a1 - a0) / wall * 100.0,
+        bench_cpu: (b1 - b0) / wall * 100.0,
     }
 }
 
 /// 5,000 connections from one pod, each reopened (after a second) whenever the agent closes it,
-/// until `stop`; returns (connects, connect errors, refusals answered 429, max fds of the agent).
-async fn flood(to: SocketAddr, pid: u32, stop: Arc<AtomicBool>) -> (usize, usize, usize, usize) {
+/// until `stop`; returns (connects, connect errors, refusals answered 429).
+async fn flood(to: SocketAddr, stop: Arc<AtomicBool>) -> (usize, usize, usize) {
     let (connects, failures, refused) =
         (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
     let tasks: Vec<_> = (0..FLOOD)
@@ -256,10 +294,10 @@ async fn flood(to: SocketAddr, pid: u32, stop: Arc<AtomicBool>) -> (usize, usize
                                 refused.fetch_add(1, Ordering::Relaxed);
                             }
                             while !stop.load(Ordering::Relaxed) {
-                                match tokio::time::timeout(Duration::from_millis(200), s.read(&mut buf)).await
-                                {
-                                    Ok(Ok(0) | Err(_)) => break,
-                                    _ => {}
+                                let read =
+                                    tokio::time::timeout(Duration::from_millis(200), s.read(&mut buf)).await;
+                                if let Ok(Ok(0) | Err(_)) = read {
+                                    break;
                                 }
                             }
                         }
@@ -272,20 +310,10 @@ async fn flood(to: SocketAddr, pid: u32, stop: Arc<AtomicBool>) -> (usize, usize
             })
         })
         .collect();
-    let mut max_fds = 0;
-    while !stop.load(Ordering::Relaxed) {
-        max_fds = max_fds.max(open_fds(pid));
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
     for t in tasks {
         let _ = t.await;
     }
-    (
-        connects.load(Ordering::Relaxed),
-        failures.load(Ordering::Relaxed),
-        refused.load(Ordering::Relaxed),
-        max_fds,
-    )
+    (connects.load(Ordering::Relaxed), failures.load(Ordering::Relaxed), refused.load(Ordering::Relaxed))
 }
 
 /// `count` distinct resources of about `bytes` bytes from one pod, `conns` at a time; returns
@@ -417,23 +445,22 @@ async fn main() {
             "victim {i} warm-up"
         );
     }
-    let idle = Phase::of("idle", victims(&agent, secs).await);
+    let idle = phase("idle", &agent, secs).await;
 
     let limit = Duration::from_secs(HEADER_TIMEOUT_SECS * 4);
-    let slow: Vec<_> = (0..SLOW_SOURCES)
-        .flat_map(|s| (0..SLOW_PER_SOURCE).map(move |_| slow_source(s)))
-        .map(|ip| tokio::spawn(slowloris(ip, agent.addr(), limit)))
-        .collect();
+    let to = agent.addr();
+    let slow = tokio::spawn(on_one_thread(async move {
+        let sockets = (0..SLOW_SOURCES).flat_map(|s| (0..SLOW_PER_SOURCE).map(move |_| slow_source(s)));
+        futures::future::join_all(sockets.map(|ip| slowloris(ip, to, limit))).await
+    }));
     tokio::time::sleep(Duration::from_millis(500)).await;
     let fds_slow = open_fds(agent.child.id());
-    let during_slow = Phase::of(
-        "500-connection slowloris",
-        victims(&agent, secs.min(HEADER_TIMEOUT_SECS as f64 - 1.5)).await,
-    );
+    let during_slow =
+        phase("500-connection slowloris", &agent, secs.min(HEADER_TIMEOUT_SECS as f64 - 1.5)).await;
     let mut closed: Vec<f64> = Vec::new();
     let mut still_open = 0;
-    for t in slow {
-        match t.await.unwrap() {
+    for c in slow.await.unwrap() {
+        match c {
             Some(d) => closed.push(d.as_secs_f64()),
             None => still_open += 1,
         }
@@ -441,18 +468,34 @@ async fn main() {
     closed.sort_by(f64::total_cmp);
 
     let stop = Arc::new(AtomicBool::new(false));
-    let flooding = tokio::spawn(flood(agent.addr(), agent.child.id(), stop.clone()));
+    let flooding = tokio::spawn(on_one_thread(flood(agent.addr(), stop.clone())));
+    let pid = agent.child.id();
+    let sampling = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut max_fds = 0;
+            while !stop.load(Ordering::Relaxed) {
+                max_fds = max_fds.max(open_fds(pid));
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            max_fds
+        })
+    };
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let during_flood = Phase::of("5,000 connections from one pod", victims(&agent, secs).await);
+    let during_flood = phase("5,000 connections from one pod", &agent, secs).await;
     stop.store(true, Ordering::Relaxed);
-    let (connects, connect_errors, answered_429, flood_fds) = flooding.await.unwrap();
-    let idle_after = Phase::of("idle again", victims(&agent, secs.min(3.0)).await);
+    let (connects, connect_errors, answered_429) = flooding.await.unwrap();
+    let flood_fds = sampling.await.unwrap();
+    let idle_after = phase("idle again", &agent, secs.min(3.0)).await;
     let rss_bounded_default = rss_kib(agent.child.id());
     drop(agent);
 
-    // 2. One pod, many resources: rate limit off so every request reaches the cache.
-    let agent =
-        start_agent(w.cluster, &w.node, &w.imds, &["--max-requests-per-second-per-source", "0"]).await;
+    // 2. One pod, many resources: rate limit off so every request reaches the cache
+    //    (`PODID_BENCH_SPRAY_FLAGS=` for a build of the agent that has no such flag).
+    let spray_flags = std::env::var("PODID_BENCH_SPRAY_FLAGS")
+        .unwrap_or_else(|_| "--max-requests-per-second-per-source 0".into());
+    let spray_flags: Vec<&str> = spray_flags.split_whitespace().collect();
+    let agent = start_agent(w.cluster, &w.node, &w.imds, &spray_flags).await;
     let pid = agent.child.id();
     assert_eq!(get(victim(0), &agent.token_url("https://vault.azure.net")).await.0, 200);
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -471,17 +514,15 @@ async fn main() {
     drop(agent);
 
     let mib = |kib: u64| kib as f64 / 1024.0;
-    println!("| victims' warm token requests | requests | errors | p50 µs | p99 µs | p99 ÷ idle p99 |");
-    println!("|---|---:|---:|---:|---:|---:|");
+    println!(
+        "| victims' warm token requests | requests | errors | p50 µs | p99 µs | p99 ÷ idle p99 | agent CPU | bench CPU |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
     for p in [&idle, &during_slow, &during_flood, &idle_after] {
+        let ratio = p.p99 as f64 / idle.p99.max(1) as f64;
         println!(
-            "| {} | {} | {} | {} | {} | {:.2} |",
-            p.name,
-            p.requests,
-            p.errors,
-            p.p50,
-            p.p99,
-            p.p99 as f64 / idle.p99.max(1) as f64
+            "| {} | {} | {} | {} | {} | {ratio:.2} | {:.0} % | {:.0} % |",
+            p.name, p.requests, p.errors, p.p50, p.p99, p.agent_cpu, p.bench_cpu
         );
     }
     println!();
@@ -514,7 +555,7 @@ async fn main() {
     );
     println!("a victim's request afterwards: {victim_after}");
     for p in [&idle, &during_slow, &during_flood, &idle_after] {
-        let line = serde_json::json!({"suite": "hostile", "name": format!("victims p99: {}", p.name), "requests": p.requests, "errors": p.errors, "p50_us": p.p50, "p99_us": p.p99, "p99_vs_idle": p.p99 as f64 / idle.p99.max(1) as f64});
+        let line = serde_json::json!({"suite": "hostile", "name": format!("victims p99: {}", p.name), "requests": p.requests, "errors": p.errors, "p50_us": p.p50, "p99_us": p.p99, "p99_vs_idle": p.p99 as f64 / idle.p99.max(1) as f64, "agent_cpu_pct": p.agent_cpu, "bench_cpu_pct": p.bench_cpu});
         println!("BENCH-JSON {line}");
     }
     let lines = [

@@ -19,9 +19,9 @@ use parking_lot::Mutex;
 pub const RESERVED_FDS: u64 = 256;
 /// Ceiling of the automatic global connection budget.
 pub const MAX_AUTO_CONNECTIONS: usize = 8192;
-/// Connections over the per-source cap that are still answered with a 429 (beyond these, at
-/// once closed): answering costs a socket for up to the header timeout.
-pub const MAX_REFUSING: usize = 64;
+/// Connections over the per-source cap that are still answered with a 429 at a time (beyond
+/// these, closed at once): answering costs a socket and a task for up to the header timeout.
+pub const MAX_REFUSING: usize = 16;
 
 /// The agent's bounds on its callers. Zero turns a rate limit off.
 #[derive(Clone, Debug, PartialEq)]

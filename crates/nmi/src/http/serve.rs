@@ -145,12 +145,19 @@ async fn accept_loop(listener: TcpListener, server: Arc<Server>) {
                 continue;
             }
         };
-        let Ok(local) = stream.local_addr() else { continue };
         let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
-        let conn =
-            Connection { peer, local, intercepted: server.intercepted == Some(local.ip().to_canonical()) };
-        match server.sources.open(peer.ip(), Instant::now().into_std()) {
+        let slot = server.sources.open(peer.ip(), Instant::now().into_std());
+        let conn = |stream: &TcpStream| {
+            let local = stream.local_addr().ok()?;
+            Some(Connection {
+                peer,
+                local,
+                intercepted: server.intercepted == Some(local.ip().to_canonical()),
+            })
+        };
+        match slot {
             Ok(slot) => {
+                let Some(conn) = conn(&stream) else { continue };
                 server.metrics.connections.set(server.sources.open_connections() as i64);
                 tokio::spawn(serve_connection(stream, conn, Some(slot), server.clone()));
             }
@@ -158,13 +165,17 @@ async fn accept_loop(listener: TcpListener, server: Arc<Server>) {
                 server.metrics.connection_refused(reason);
                 let answered = reason == Refused::PerSource
                     && server.refusing.fetch_add(1, Ordering::SeqCst) < MAX_REFUSING;
-                if answered {
+                if let Some(conn) = conn(&stream).filter(|_| answered) {
                     tokio::spawn(serve_connection(stream, conn, None, server.clone()));
                 } else {
+                    // Every per-source refusal took a turn above; this one is not answered.
                     if reason == Refused::PerSource {
                         server.refusing.fetch_sub(1, Ordering::SeqCst);
                     }
                     debug!(%peer, ?reason, "Connection closed at once");
+                    // A reset, not a FIN: no TIME_WAIT left behind for a caller that reconnects
+                    // thousands of times a second.
+                    let _ = stream.set_zero_linger();
                     drop(stream);
                 }
             }
