@@ -1,7 +1,8 @@
 # One entry point for building, checking and testing podid. CI runs `make ci`.
 #
-#   make sandbox   the whole walkthrough locally: podid sandbox (ARGS="--mode managed --keep")
-#   make test      install test prerequisites, then run every test
+#   make sandbox   the seed's walkthrough on real nodes built here: podid-sandbox (ARGS="--mode managed --keep")
+#   make test      install test prerequisites, build the images, then run every test
+#   make images    podid's container images without Docker or a registry (target/images)
 #   make check     formatting and lints, warnings denied
 #   make ci        check + test + fuzz-ci (what .ci/run calls)
 #   make crds      regenerate deploy/crds from the Rust types
@@ -18,17 +19,18 @@ VENV ?= .venv
 build:
 	$(CARGO) build --workspace --all-targets
 
-sandbox: test-deps
+sandbox: test-deps images
 	$(CARGO) build --workspace --bins
-	target/debug/podid sandbox $(ARGS)
+	target/debug/podid-sandbox $(ARGS)
 
 test-deps:
 	scripts/test-deps.sh
 
-test: test-deps test-rust test-python
+test: test-deps images test-rust test-python
 
 test-rust:
-	# The sandbox test runs podid-mic, podid-nmi and podid-demo next to podid: build them first.
+	# Real-node tests run the workspace's binaries (podid, podid-forward, podid-node-init) and the
+	# images of `make images`: build them first.
 	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace --no-fail-fast
 
@@ -66,3 +68,10 @@ fuzz-ci: test-deps
 # `make bench ARGS=--quick` is a smoke run (report under target/bench/). Soak: docs/soak.md.
 bench:
 	$(CARGO) run --release -q -p podid-bench -- run $(ARGS)
+
+# podid's container images without Docker or a registry (docs/install.md, "Images"): release
+# binaries + Debian base layers (mmdebstrap, cached under $PODID_CACHE) -> target/images/*.tar
+# and target/images/index.json. ARGS="--only nmi", ARGS=--refresh-bases.
+.PHONY: images
+images:
+	$(CARGO) run -q -p podid-images -- build $(ARGS)

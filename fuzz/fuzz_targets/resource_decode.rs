@@ -13,9 +13,10 @@ use libfuzzer_sys::fuzz_target;
 use podid_api::legacy::upgrade_keys;
 use podid_api::resource_id::UserAssignedIdentityId;
 use podid_api::{AzureAssignedIdentity, AzureIdentity, AzureIdentityBinding, AzurePodIdentityException, Pod};
-use podid_core::PodView;
-use podid_core::agent::{self, Outcome};
+use podid_core::agent;
+use podid_core::decision::{Outcome, Settings, decide};
 use podid_core::matching::{self, MatchOptions};
+use podid_core::{Mode, PodView, Snapshot};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
@@ -57,11 +58,11 @@ fn check_decisions(
         let _ = UserAssignedIdentityId::parse(&identity.spec.resource_id);
         let _ = identity.is_namespaced();
         for force_namespaced in [false, true] {
-            let _ = matching::assignment_namespace(identity, MatchOptions { force_namespaced });
+            let _ = matching::assignment_namespace(identity, MatchOptions { force_namespaced, ..MatchOptions::default() });
         }
     }
     for force_namespaced in [false, true] {
-        let opts = MatchOptions { force_namespaced };
+        let opts = MatchOptions { force_namespaced, ..MatchOptions::default() };
         let desired = matching::desired(pods, bindings, identities, opts);
         for a in desired.assignments.values() {
             assert!(!a.node.is_empty(), "assignment without node: {a:?}");
@@ -71,27 +72,29 @@ fn check_decisions(
         }
         let plan = podid_core::diff::plan(&desired, assigned);
         let _ = plan.is_idle();
-        let agent_opts = agent::Options { force_namespaced, mic_namespace: "kube-system" };
-        for pod in pods {
-            for client_id in [None, identities.first().map(|i| i.spec.client_id.as_str())] {
-                let req = agent::Request { client_id, resource_id: None, object_id: None };
-                let outcome = agent::decide_managed(
-                    pod,
-                    &req,
-                    bindings.iter(),
-                    identities.iter(),
-                    exceptions.iter(),
-                    agent_opts,
-                );
-                if let Outcome::Serve(identity) = outcome {
-                    let selected = bindings.iter().any(|b| {
-                        Some(b.spec.selector.as_str()) == pod.binding_selector()
-                            && identity.metadata.name.as_deref() == Some(b.spec.azure_identity.as_str())
-                            && b.metadata.namespace == identity.metadata.namespace
-                    });
-                    assert!(selected, "managed mode served an identity no binding selects for {pod:?}");
+        let objects = Snapshot {
+            bindings: bindings.to_vec(),
+            identities: identities.to_vec(),
+            assigned: assigned.to_vec(),
+            exceptions: exceptions.to_vec(),
+        };
+        for mode in Mode::ALL {
+            let settings = Settings { mode, force_namespaced, mic_namespace: "kube-system", release_terminating: false };
+            for pod in pods {
+                for client_id in [None, identities.first().map(|i| i.spec.client_id.as_str())] {
+                    let req = agent::Request { client_id, resource_id: None, object_id: None };
+                    if let Outcome::Serve(served) = decide(pod, &req, &objects, &settings).outcome
+                        && served.binding.is_some()
+                    {
+                        let identity = served.identity;
+                        let selected = bindings.iter().any(|b| {
+                            Some(b.spec.selector.as_str()) == pod.binding_selector()
+                                && identity.metadata.name.as_deref() == Some(b.spec.azure_identity.as_str())
+                                && b.metadata.namespace == identity.metadata.namespace
+                        });
+                        assert!(selected, "{mode} mode served an identity no binding selects for {pod:?}");
+                    }
                 }
-                let _ = agent::decide_standard(pod, &req, assigned.iter(), exceptions.iter(), agent_opts);
             }
         }
     }

@@ -73,7 +73,23 @@ pub fn render_yaml() -> Result<String, RenderError> {
         String::from("# Generated from the Rust types in crates/api by `make crds`; do not edit.\n");
     for crd in crds() {
         out.push_str("---\n");
-        out.push_str(&serde_saphyr::to_string(&crd).map_err(|e| RenderError(e.to_string()))?);
+        let yaml = serde_saphyr::to_string(&crd).map_err(|e| RenderError(e.to_string()))?;
+        out.push_str(&whole_bounds(&yaml));
     }
     Ok(out)
+}
+
+/// `minimum: 2147483647.0` as `minimum: 2147483647`. The schema holds bounds as `f64`; written as
+/// integers they read back as the same numbers everywhere (kustomize turns them into integers, so
+/// the committed file and what kustomize renders from it agree).
+fn whole_bounds(yaml: &str) -> String {
+    yaml.lines()
+        .map(|line| {
+            let key = line.trim_start();
+            let whole = (key.starts_with("minimum: ") || key.starts_with("maximum: "))
+                && line.strip_suffix(".0").is_some_and(|l| l.ends_with(|c: char| c.is_ascii_digit()));
+            let line = if whole { &line[..line.len() - 2] } else { line };
+            format!("{line}\n")
+        })
+        .collect()
 }

@@ -35,9 +35,15 @@ pub(crate) fn nullable_strings(_: &mut SchemaGenerator) -> Schema {
     json_schema!({ "type": "array", "nullable": true, "items": { "type": "string" } })
 }
 
-/// A nullable int32 (`replicas`).
+/// A nullable int32 (`replicas`), bounded like [`int32`].
 pub(crate) fn nullable_int32(_: &mut SchemaGenerator) -> Schema {
-    json_schema!({ "type": "integer", "format": "int32", "nullable": true })
+    json_schema!({
+        "type": "integer",
+        "format": "int32",
+        "minimum": i32::MIN,
+        "maximum": i32::MAX,
+        "nullable": true,
+    })
 }
 
 /// A plain string.
@@ -45,7 +51,11 @@ pub(crate) fn string(_: &mut SchemaGenerator) -> Schema {
     json_schema!({ "type": "string" })
 }
 
-/// An int32.
+/// An int32. The API server does not enforce `format: int32` (it accepts `type: 1099511627776`,
+/// which then fails to decode in every client holding the field as a 32-bit integer), so the
+/// bounds are stated as `minimum`/`maximum` too. No `enum`: upstream accepts any integer for an
+/// identity's `type`, and an unknown one must stay storable so the controller can say why it is
+/// ignored.
 pub(crate) fn int32(_: &mut SchemaGenerator) -> Schema {
-    json_schema!({ "type": "integer", "format": "int32" })
+    json_schema!({ "type": "integer", "format": "int32", "minimum": i32::MIN, "maximum": i32::MAX })
 }

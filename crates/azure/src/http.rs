@@ -5,6 +5,8 @@ use std::time::{Duration, SystemTime};
 
 use reqwest::header::HeaderMap;
 
+use crate::proxy::ProxySettings;
+
 /// Installs rustls' `ring` provider as the process default. Safe to call any number of times;
 /// a provider installed earlier (by anyone) is kept.
 pub fn install_crypto_provider() {
@@ -25,8 +27,11 @@ pub struct HttpOptions {
     pub connect_timeout: Option<Duration>,
     /// `User-Agent` header.
     pub user_agent: String,
-    /// Honour `HTTPS_PROXY`/`HTTP_PROXY`/`NO_PROXY` (never used for IMDS).
+    /// Honour `HTTPS_PROXY`/`HTTP_PROXY`/`NO_PROXY` (see [`crate::proxy`]; never for loopback,
+    /// link-local or IMDS). `false`: no proxy at all.
     pub proxy_from_env: bool,
+    /// Explicit proxy settings instead of the environment's (when `proxy_from_env`).
+    pub proxy: Option<ProxySettings>,
 }
 
 impl Default for HttpOptions {
@@ -37,6 +42,7 @@ impl Default for HttpOptions {
             connect_timeout: Some(Duration::from_secs(10)),
             user_agent: default_user_agent(),
             proxy_from_env: true,
+            proxy: None,
         }
     }
 }
@@ -72,9 +78,11 @@ pub fn build_client(options: &HttpOptions) -> Result<reqwest::Client, HttpError>
     if let Some(t) = options.connect_timeout {
         builder = builder.connect_timeout(t);
     }
-    if !options.proxy_from_env {
-        builder = builder.no_proxy();
-    }
+    builder = match (&options.proxy, options.proxy_from_env) {
+        (_, false) => builder.no_proxy(),
+        (Some(settings), true) => with_proxy(builder, settings.clone()),
+        (None, true) => with_proxy(builder, ProxySettings::from_env()),
+    };
     let mut certs = Vec::new();
     for path in &options.extra_ca_files {
         let pem = std::fs::read(path).map_err(|source| HttpError::ReadCa { path: path.clone(), source })?;
@@ -89,6 +97,16 @@ pub fn build_client(options: &HttpOptions) -> Result<reqwest::Client, HttpError>
         builder = builder.tls_certs_merge(certs);
     }
     builder.build().map_err(|e| HttpError::Build(e.to_string()))
+}
+
+/// Routes each request as `settings` decide (reqwest's own environment handling is replaced: it
+/// would proxy loopback, and reads `ALL_PROXY`).
+fn with_proxy(builder: reqwest::ClientBuilder, settings: ProxySettings) -> reqwest::ClientBuilder {
+    if !settings.is_configured() {
+        return builder.no_proxy();
+    }
+    tracing::debug!(proxy = settings.describe(), "HTTP client uses a proxy");
+    builder.proxy(reqwest::Proxy::custom(move |url| settings.proxy_for(url).cloned()))
 }
 
 /// How long a response asks the caller to wait: `retry-after-ms` / `x-ms-retry-after-ms`

@@ -14,6 +14,8 @@
 //! ```
 //!
 //! Every endpoint comes from configuration; tests point them at the emulator on 127.0.0.1.
+//! `proxy::ProxySettings` decides, per destination, whether ARM, Entra ID (and the programs'
+//! Kubernetes clients) go through `HTTPS_PROXY`; IMDS, link-local and loopback never do.
 //! Secrets and tokens never appear in `Debug`, `Display` or logs.
 #![forbid(unsafe_code)]
 
@@ -26,6 +28,7 @@ pub mod credential;
 pub mod env;
 pub mod http;
 pub mod imds;
+pub mod proxy;
 pub mod secret;
 pub mod token;
 pub mod token_error;
@@ -39,6 +42,7 @@ pub use credential::{CachedTokenSource, TokenSource};
 pub use env::{Env, ProcessEnv};
 pub use http::{HttpOptions, build_client, install_crypto_provider};
 pub use imds::{ImdsClient, ImdsOptions, ManagedIdentity};
+pub use proxy::ProxySettings;
 pub use secret::Secret;
 pub use token::Token;
 pub use token_error::{EntraError, TokenError};

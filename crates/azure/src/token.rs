@@ -190,23 +190,12 @@ fn parse_adal_date(text: &str) -> Option<u64> {
         Some(false) if hour == 12 => hour = 0,
         _ => {}
     }
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 || second > 60 {
-        return None;
-    }
-    let days = days_from_civil(i64::try_from(year).ok()?, month, day);
-    u64::try_from(days * 86_400 + i64::try_from(hour * 3600 + minute * 60 + second).ok()?).ok()
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn days_from_civil(year: i64, month: u64, day: u64) -> i64 {
-    let (m, d) = (month as i64, day as i64);
-    let y = if m <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+    let small = |n: u64| i8::try_from(n).ok();
+    // A leap second (`:60`) counts as the last second of its minute.
+    let time = jiff::civil::Time::new(small(hour)?, small(minute)?, small(second.min(59))?, 0).ok()?;
+    let date = jiff::civil::Date::new(i16::try_from(year).ok()?, small(month)?, small(day)?).ok()?;
+    let at = date.to_datetime(time).to_zoned(jiff::tz::TimeZone::UTC).ok()?;
+    u64::try_from(at.timestamp().as_second()).ok()
 }
 
 #[cfg(test)]

@@ -115,29 +115,11 @@ pub fn plan(sizes: &Sizes, root: &Path) -> Vec<Planned> {
         ));
     }
     steps.push(Planned::cargo(&[], &["bench", "-p", "podid-nmi", "--bench", "federated"]));
-    // The sandbox runs the controller, agent and demo binaries next to `podid`: build them all,
-    // then time the walkthrough (it prints one BENCH-JSON line per step).
-    steps.push(Planned::cargo(
-        &[],
-        &[
-            "build",
-            "-q",
-            "-p",
-            "podid-cli",
-            "-p",
-            "podid-mic",
-            "-p",
-            "podid-nmi",
-            "-p",
-            "podid-demo",
-            "--bins",
-        ],
-    ));
+    // The sandbox runs `podid`, the test kit's forwarders and node init, and the images: build
+    // them all, then time the walkthrough on real nodes (it prints one BENCH-JSON line per step).
+    steps.push(Planned::cargo(&[], &["build", "-q", "--workspace", "--bins"]));
     let timings = root.join("target/bench/sandbox.json").display().to_string();
-    steps.push(Planned::cargo(
-        &[],
-        &["run", "-q", "-p", "podid-cli", "--", "sandbox", "--timings-json", &timings],
-    ));
+    steps.push(Planned::cargo(&[], &["run", "-q", "-p", "podid-sandbox", "--", "--timings-json", &timings]));
     steps
 }
 
@@ -208,9 +190,9 @@ mod tests {
     fn the_sandbox_is_timed_after_its_binaries_are_built_and_writes_its_timings_under_target() {
         let steps = plan(&Sizes::quick(), Path::new("/repo"));
         let at = |word: &str| steps.iter().position(|s| s.args.iter().any(|a| a == word));
-        let (build, sandbox) = (at("build").unwrap(), at("sandbox").unwrap());
+        let (build, sandbox) = (at("build").unwrap(), at("podid-sandbox").unwrap());
         assert!(build < sandbox);
-        assert!(steps[build].args.contains(&"podid-demo".to_string()));
+        assert!(steps[build].args.contains(&"--workspace".to_string()));
         assert!(steps[sandbox].args.contains(&"/repo/target/bench/sandbox.json".to_string()));
         assert!(at("federated").is_some());
     }

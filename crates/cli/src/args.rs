@@ -17,6 +17,9 @@ pub struct Cli {
     /// Kubeconfig file (default: $KUBECONFIG, ~/.kube/config, or in-cluster).
     #[arg(long, global = true)]
     pub kubeconfig: Option<PathBuf>,
+    /// Seconds to wait for a connection to the Kubernetes API server before giving up.
+    #[arg(long, global = true, env = "PODID_CONNECT_TIMEOUT", default_value_t = 5, value_name = "SECONDS")]
+    pub connect_timeout: u64,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -35,27 +38,18 @@ pub enum Command {
     #[command(subcommand)]
     Explain(ExplainCommand),
     /// Print (or apply) the manifests that deploy podid: CRDs, RBAC, controller, agent, exceptions.
-    Install(InstallArgs),
+    Install(Box<InstallArgs>),
     /// Remove podid: bindings and identities first (the controller cleans the scale sets), then
     /// the components, exceptions, RBAC and CRDs.
     Uninstall(UninstallArgs),
-    /// Run the whole walkthrough locally: a real kube-apiserver, the Azure emulator, podid's
-    /// controller and agents, and the demo app as a pod; every step verified and timed.
-    Sandbox(crate::sandbox::SandboxArgs),
-    /// (internal) TCP forwarders inside a sandbox network namespace: LISTEN=TARGET ….
-    #[command(hide = true)]
-    SandboxForward {
-        /// `LISTEN=TARGET` socket address pairs.
-        pairs: Vec<String>,
-    },
 }
 
 /// `podid install`.
 #[derive(Debug, Clone, Args)]
 pub struct InstallArgs {
     /// Operation mode: `standard` (controller + agent), `managed` or `federated` (agent only).
-    #[arg(long, value_enum, default_value_t = crate::install::Mode::Standard)]
-    pub mode: crate::install::Mode,
+    #[arg(long, value_enum, default_value_t = Mode::Standard)]
+    pub mode: Mode,
     /// The cluster uses kubenet: let the agent start and render the NET_RAW drop policy.
     #[arg(long)]
     pub allow_kubenet: bool,
@@ -75,6 +69,24 @@ pub struct InstallArgs {
     /// (grants it `create` on `serviceaccounts/token`; implied by `--mode federated`).
     #[arg(long)]
     pub federated_identities: bool,
+    /// Azure Resource Manager endpoint, for sovereign or air-gapped clouds (default: public cloud).
+    #[arg(long, env = "PODID_INSTALL_ARM_ENDPOINT")]
+    pub arm_endpoint: Option<url::Url>,
+    /// Entra ID authority host, for sovereign or air-gapped clouds (default: public cloud).
+    #[arg(long, env = "PODID_INSTALL_AAD_AUTHORITY")]
+    pub aad_authority: Option<url::Url>,
+    /// Instance metadata endpoint the agent forwards to (default: http://169.254.169.254).
+    #[arg(long, env = "PODID_INSTALL_IMDS_ENDPOINT")]
+    pub imds_endpoint: Option<url::Url>,
+    /// PEM file of an extra CA that the controller and the agent trust (rendered as ConfigMap
+    /// podid-trusted-ca), e.g. a private cloud's or a TLS-inspecting proxy's.
+    #[arg(long, env = "PODID_INSTALL_TRUSTED_CA_FILE")]
+    pub trusted_ca_file: Option<std::path::PathBuf>,
+    /// How the agent answers a request for an identity the pod does not have: `400` (as IMDS
+    /// answers an unknown identity; SDKs fail at once and Python's and Node's show podid's reason)
+    /// or `404` (upstream's; SDKs retry it for 20 s to over a minute).
+    #[arg(long, default_value_t = 400, value_parser = not_found_status)]
+    pub identity_not_found_status: u16,
     /// Apply the manifests server-side instead of printing them.
     #[arg(long)]
     pub apply: bool,
@@ -243,6 +255,18 @@ pub struct ExplainPod {
     /// Namespace of the controller's own pods (`--MICNamespace`).
     #[arg(long, default_value = "default")]
     pub mic_namespace: String,
+    /// Explain a request for this client id (default: a request naming no identity).
+    #[arg(long, conflicts_with = "resource_id")]
+    pub client_id: Option<String>,
+    /// Explain a request for this identity resource id (`msi_res_id`).
+    #[arg(long)]
+    pub resource_id: Option<String>,
+    /// The agent runs with `--release-terminating-pods`.
+    #[arg(long)]
+    pub release_terminating_pods: bool,
+    /// The agent's `--identity-not-found-status` (the status of "no identity" answers).
+    #[arg(long, default_value_t = 400, value_parser = not_found_status)]
+    pub identity_not_found_status: u16,
     /// Federated identities: the cluster's service-account issuer (default: the API server's
     /// /.well-known/openid-configuration).
     #[arg(long)]
@@ -283,16 +307,17 @@ pub enum TextFormat {
     Json,
 }
 
-/// The node agent's operation mode.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Mode {
-    /// The controller assigns identities; the agent serves `Assigned` assignments.
-    Standard,
-    /// The agent alone, from bindings of the pod's namespace.
-    Managed,
-    /// `--operation-mode=federated`: every user-assigned identity through federation.
-    Federated,
+/// `404` or `400` (the agent's `--identity-not-found-status`).
+pub(crate) fn not_found_status(s: &str) -> std::result::Result<u16, String> {
+    match s {
+        "404" => Ok(404),
+        "400" => Ok(400),
+        other => Err(format!("{other:?} is not 404 or 400")),
+    }
 }
+
+/// The node agent's operation mode: the workspace's one [`podid_core::Mode`].
+pub use podid_core::Mode;
 
 #[cfg(test)]
 mod tests {

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use kube::Api;
 use kube::api::{DeleteParams, ObjectMeta, PostParams};
+use podid_api::labels::{validate_label_key, validate_label_value};
 use podid_api::{AzurePodIdentityException, AzurePodIdentityExceptionSpec};
 use serde::Serialize;
 
@@ -14,7 +15,8 @@ use crate::error::{Error, KubeContext, Result, is_not_found};
 use crate::kube_util::{ensure_namespace, list_all, valid_name};
 use crate::output::{self, Table};
 
-/// Parses `k=v,k2=v2` (at least one pair; keys non-empty and unique).
+/// Parses `k=v,k2=v2` (at least one pair; keys unique; keys and values as Kubernetes allows them
+/// on a pod, since the exception matches pod labels).
 pub fn parse_labels(s: &str) -> Result<BTreeMap<String, String>> {
     let mut labels = BTreeMap::new();
     for pair in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
@@ -27,6 +29,9 @@ pub fn parse_labels(s: &str) -> Result<BTreeMap<String, String>> {
         if k.is_empty() {
             return Err(Error::Usage(format!("--pod-labels: {pair:?} has an empty key")));
         }
+        let invalid = |source| Error::InvalidLabel { flag: "--pod-labels", source, hint: "" };
+        validate_label_key(k).map_err(invalid)?;
+        validate_label_value(v).map_err(invalid)?;
         if labels.insert(k.to_string(), v.to_string()).is_some() {
             return Err(Error::Usage(format!("--pod-labels: key {k:?} is given twice")));
         }
@@ -188,5 +193,19 @@ mod tests {
         let labels = parse_labels(" app = mic , tier=node,").unwrap();
         assert_eq!(show(&labels), "app=mic,tier=node");
         assert_eq!(parse_labels("k=").unwrap()["k"], "", "an empty value is a value");
+        assert_eq!(
+            show(&parse_labels("kubernetes.azure.com/managedby=aks").unwrap()),
+            "kubernetes.azure.com/managedby=aks"
+        );
+    }
+
+    #[test]
+    fn labels_no_pod_can_carry_are_refused() {
+        let err = parse_labels("app=bad value").unwrap_err().to_string();
+        assert!(err.starts_with("invalid --pod-labels: \"bad value\" is not a valid label value"), "{err}");
+        let err = parse_labels("bad key=x").unwrap_err().to_string();
+        assert!(err.starts_with("invalid --pod-labels: \"bad key\" is not a valid label key"), "{err}");
+        let long = format!("app={}", "v".repeat(64));
+        assert!(parse_labels(&long).unwrap_err().to_string().contains("at most 63"));
     }
 }

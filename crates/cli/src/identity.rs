@@ -1,6 +1,7 @@
 //! `podid identity add|delete|list`: an `AzureIdentity` (type 0) and its binding `<name>-binding`.
 //!
-//! `add` validates everything before writing anything, is idempotent (the same arguments again
+//! `add` validates everything before writing anything — names, the selector (a label value pods can
+//! carry), GUIDs, and a resource id exactly as ARM issues it — is idempotent (the same arguments again
 //! change nothing), refuses to overwrite a different object of the same name, and removes the
 //! identity again if the binding cannot be created. With `--federated` the identity is annotated
 //! `podid.io/federated: "true"` and its federated identity credential is made sure of through ARM
@@ -10,6 +11,8 @@ use std::process::ExitCode;
 
 use kube::Api;
 use kube::api::{DeleteParams, ObjectMeta, PostParams};
+use podid_api::guid::validate_guid;
+use podid_api::labels::validate_label_value;
 use podid_api::resource_id::UserAssignedIdentityId;
 use podid_api::{AzureIdentity, AzureIdentityBinding, AzureIdentityBindingSpec, AzureIdentitySpec};
 use serde::Serialize;
@@ -44,11 +47,14 @@ pub(crate) async fn add(client: &kube::Client, args: IdentityAdd, out: &mut impl
     valid_name("identity name", name)?;
     let binding = binding_name(name);
     valid_name("binding name", &binding)?;
-    let selector = binding_selector.unwrap_or_else(|| name.to_string());
-    if selector.is_empty() {
-        return Err(Error::Usage("--binding-selector must not be empty".into()));
+    let selector = valid_selector(binding_selector, name)?;
+    let resource_id = UserAssignedIdentityId::parse_exact(&identity_resource_id)?;
+    if let Some(c) = &client_id {
+        validate_guid("--client-id", c)?;
     }
-    let resource_id = UserAssignedIdentityId::parse(&identity_resource_id)?;
+    if let Some(o) = cluster_identity_object_id.as_ref().filter(|_| !federated) {
+        validate_guid("--cluster-identity-object-id", o)?;
+    }
     if federated {
         valid_name("service account", &service_account)?;
         if let Some(i) = &issuer {
@@ -148,6 +154,26 @@ pub(crate) async fn add(client: &kube::Client, args: IdentityAdd, out: &mut impl
         }
         _ => Ok(ExitCode::SUCCESS),
     }
+}
+
+/// The binding's selector: `--binding-selector`, else the identity's name; either way a label value
+/// pods can carry in `aadpodidbinding`.
+fn valid_selector(given: Option<String>, name: &str) -> Result<String> {
+    let (selector, hint) = match given {
+        Some(s) if s.is_empty() => return Err(Error::Usage("--binding-selector must not be empty".into())),
+        Some(s) => (s, "; pods select the binding with this value in their aadpodidbinding label"),
+        None => (
+            name.to_string(),
+            " (the default selector is the identity's name): pass a --binding-selector that pods can carry in \
+             their aadpodidbinding label",
+        ),
+    };
+    validate_label_value(&selector).map_err(|source| Error::InvalidLabel {
+        flag: "--binding-selector",
+        source,
+        hint,
+    })?;
+    Ok(selector)
 }
 
 /// What of the pair exists already; an error when it differs from what `add` would create, or

@@ -1,10 +1,57 @@
-//! Small Kubernetes helpers shared by the commands.
+//! Small Kubernetes helpers shared by the commands, and the client itself: built from the
+//! kubeconfig with a short connect timeout and podid's proxy decision for the API server.
+use std::path::Path;
+use std::time::Duration;
+
 use k8s_openapi::api::core::v1::Namespace;
 use kube::Api;
 use kube::api::ListParams;
 use podid_api::names::validate_dns_subdomain;
 
 use crate::error::{Error, KubeContext, Result, is_forbidden, is_not_found};
+
+/// The API server a client talks to, named in errors when it cannot be reached.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiServer {
+    /// The server URL from the kubeconfig (or in-cluster).
+    pub url: String,
+    /// How long a connection attempt may take (`--connect-timeout`).
+    pub connect_timeout: Duration,
+    /// The proxy the client goes through, if any (without credentials).
+    pub proxy: Option<String>,
+}
+
+/// A Kubernetes client from `kubeconfig`, else `$KUBECONFIG`/`~/.kube/config`/in-cluster, that
+/// gives up connecting after `connect_timeout` and reaches the server through `proxy` when its
+/// rules say so (never for loopback).
+pub async fn connect(
+    kubeconfig: Option<&Path>,
+    connect_timeout: Duration,
+    proxy: &podid_azure::ProxySettings,
+) -> Result<(kube::Client, ApiServer)> {
+    let mut config = match kubeconfig {
+        Some(path) => {
+            let file = kube::config::Kubeconfig::read_from(path)
+                .map_err(|e| Error::Usage(format!("cannot read kubeconfig {}: {e}", path.display())))?;
+            kube::Config::from_custom_kubeconfig(file, &Default::default())
+                .await
+                .map_err(|e| Error::Usage(format!("kubeconfig {} is unusable: {e}", path.display())))?
+        }
+        None => kube::Config::infer().await.map_err(|e| {
+            Error::Usage(format!("no Kubernetes configuration found (pass --kubeconfig): {e}"))
+        })?,
+    };
+    config.connect_timeout = Some(connect_timeout);
+    config.proxy_url = proxy.for_kube(&config.cluster_url, config.proxy_url.as_ref());
+    let server = ApiServer {
+        url: config.cluster_url.to_string().trim_end_matches('/').to_string(),
+        connect_timeout,
+        proxy: config.proxy_url.as_ref().map(podid_azure::proxy::redacted_uri),
+    };
+    let client = kube::Client::try_from(config)
+        .map_err(|e| Error::Usage(format!("cannot build a Kubernetes client: {e}")))?;
+    Ok((client, server))
+}
 
 /// Checks `name` is an RFC 1123 subdomain.
 pub(crate) fn valid_name(what: &'static str, name: &str) -> Result<()> {

@@ -6,9 +6,11 @@
 //!              ├─ exception add/update/delete/list
 //!              ├─ explain   pod/identity     (podid-core's decisions, step by step)
 //!              ├─ install   print or apply the manifests (no client needed to print)
-//!              ├─ uninstall identities first, then components, RBAC, CRDs
-//!              └─ sandbox   the whole walkthrough on this machine (run_offline: starts its own cluster)
+//!              └─ uninstall identities first, then components, RBAC, CRDs
 //! ```
+//!
+//! The walkthrough on this machine (`make sandbox`) is not part of the shipped CLI: it lives in
+//! the `podid-sandbox` crate, which links the emulator and the test kit.
 #![forbid(unsafe_code)]
 
 pub mod args;
@@ -21,7 +23,6 @@ mod identity;
 pub mod install;
 mod kube_util;
 mod output;
-pub mod sandbox;
 mod uninstall;
 
 use std::io::Write;
@@ -29,13 +30,14 @@ use std::process::ExitCode;
 
 pub use args::Cli;
 pub use error::{Error, Result};
+pub use kube_util::ApiServer;
 
 use args::{Command, ExceptionCommand, ExplainCommand, IdentityCommand};
 
 /// Runs one command. `Ok` carries the exit code (non-zero when the command did its main work but
 /// could not do everything, e.g. grant a role); `Err` is a failure with one line to print.
 pub async fn run(cli: Cli, client: kube::Client, out: &mut impl Write) -> Result<ExitCode> {
-    let Cli { kubeconfig: _, command } = cli;
+    let Cli { kubeconfig: _, connect_timeout: _, command } = cli;
     match command {
         Command::Identity(IdentityCommand::Add(a)) => identity::add(&client, *a, out).await,
         Command::Identity(IdentityCommand::Delete(o)) => identity::delete(&client, &o, out).await,
@@ -48,43 +50,25 @@ pub async fn run(cli: Cli, client: kube::Client, out: &mut impl Write) -> Result
         Command::Explain(ExplainCommand::Identity(i)) => explain::identity(&client, &i, out).await,
         Command::Install(i) => install::run(&i, Some(&client), out).await,
         Command::Uninstall(u) => uninstall::run(&client, &u, out).await,
-        Command::Sandbox(_) | Command::SandboxForward { .. } => {
-            Err(Error::Usage("the sandbox starts its own cluster: run it without a client".into()))
-        }
     }
 }
 
 /// Whether `cli` talks to the API server (`podid install` without `--apply` only prints).
 pub fn needs_client(cli: &Cli) -> bool {
     !matches!(&cli.command, Command::Install(i) if !i.apply)
-        && !matches!(&cli.command, Command::Sandbox(_) | Command::SandboxForward { .. })
 }
 
 /// Runs a command that needs no API server (see [`needs_client`]).
 pub async fn run_offline(cli: Cli, out: &mut impl Write) -> Result<ExitCode> {
     match cli.command {
         Command::Install(i) if !i.apply => install::run(&i, None, out).await,
-        Command::Sandbox(s) => sandbox::run(&s, out).await,
-        Command::SandboxForward { pairs } => {
-            sandbox::forward_main(&pairs, out).await.map(|()| ExitCode::SUCCESS).map_err(Error::from)
-        }
         _ => Err(Error::Usage("this command needs a Kubernetes cluster".into())),
     }
 }
 
-/// A Kubernetes client from `--kubeconfig`, else `$KUBECONFIG`/`~/.kube/config`/in-cluster.
-pub async fn kube_client(kubeconfig: Option<&std::path::Path>) -> Result<kube::Client> {
-    let config = match kubeconfig {
-        Some(path) => {
-            let file = kube::config::Kubeconfig::read_from(path)
-                .map_err(|e| Error::Usage(format!("cannot read kubeconfig {}: {e}", path.display())))?;
-            kube::Config::from_custom_kubeconfig(file, &Default::default())
-                .await
-                .map_err(|e| Error::Usage(format!("kubeconfig {} is unusable: {e}", path.display())))?
-        }
-        None => kube::Config::infer().await.map_err(|e| {
-            Error::Usage(format!("no Kubernetes configuration found (pass --kubeconfig): {e}"))
-        })?,
-    };
-    kube::Client::try_from(config).map_err(|e| Error::Usage(format!("cannot build a Kubernetes client: {e}")))
+/// A Kubernetes client from `--kubeconfig`, else `$KUBECONFIG`/`~/.kube/config`/in-cluster, and
+/// where it connects (see [`kube_util::connect`]).
+pub async fn kube_client(cli: &Cli) -> Result<(kube::Client, ApiServer)> {
+    let timeout = std::time::Duration::from_secs(cli.connect_timeout);
+    kube_util::connect(cli.kubeconfig.as_deref(), timeout, &podid_azure::ProxySettings::from_env()).await
 }

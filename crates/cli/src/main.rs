@@ -23,7 +23,7 @@ async fn go(cli: Cli) -> anyhow::Result<ExitCode> {
         let mut stdout = std::io::stdout().lock();
         return Ok(run_offline(cli, &mut stdout).await?);
     }
-    let client = kube_client(cli.kubeconfig.as_deref()).await?;
+    let (client, server) = kube_client(&cli).await?;
     let mut stdout = std::io::stdout().lock();
-    Ok(run(cli, client, &mut stdout).await?)
+    Ok(run(cli, client, &mut stdout).await.map_err(|e| e.at_server(&server))?)
 }

@@ -105,6 +105,38 @@ async fn malformed_labels_are_refused() {
 }
 
 #[tokio::test]
+async fn labels_no_pod_can_carry_are_refused_and_nothing_is_written() {
+    let (_, client, ns) = setup("exception-invalid-labels").await;
+    let long = format!("app={}", "v".repeat(64));
+    for (labels, want) in [
+        (
+            "app=bad value",
+            "invalid --pod-labels: \"bad value\" is not a valid label value: use letters, digits",
+        ),
+        ("bad key=mic", "invalid --pod-labels: \"bad key\" is not a valid label key"),
+        (long.as_str(), "invalid --pod-labels: \"vvvv"),
+    ] {
+        for verb in ["add", "update"] {
+            let err = podid(&client, &["exception", verb, "-n", &ns, "--name", "e", "--pod-labels", labels])
+                .await
+                .err();
+            assert!(err.starts_with(want), "{verb} {labels}: {err}");
+        }
+    }
+    assert!(exceptions(&client, &ns).await.is_empty());
+    podid(&client, &["exception", "add", "-n", &ns, "--name", "e", "--pod-labels", "app=mic"]).await.ok();
+    let err = podid(&client, &["exception", "update", "-n", &ns, "--name", "e", "--pod-labels", "app=a b"])
+        .await
+        .err();
+    assert!(err.contains("is not a valid label value"), "{err}");
+    assert_eq!(
+        labels(&exceptions(&client, &ns).await[0]),
+        [pair("app", "mic")],
+        "the update changed nothing"
+    );
+}
+
+#[tokio::test]
 async fn bad_name_and_missing_namespace_are_refused() {
     let (_, client, ns) = setup("exception-bad-name").await;
     let err =

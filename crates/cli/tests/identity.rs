@@ -139,6 +139,121 @@ async fn add_rejects_a_malformed_resource_id() {
     assert!(identities(&client, &ns).await.is_empty());
 }
 
+/// Runs `add` with `extra` arguments, expects a refusal starting with `want`, and checks that
+/// nothing was written.
+async fn refused(client: &kube::Client, ns: &str, name: &str, id: &str, extra: &[&str], want: &str) {
+    let mut args = vec!["identity", "add", "-n", ns, "--name", name, "--identity-resource-id", id];
+    args.extend_from_slice(extra);
+    if !extra.contains(&"--client-id") {
+        args.extend(["--client-id", CLIENT]);
+    }
+    let err = podid(client, &args).await.err();
+    assert!(err.starts_with(want), "{extra:?}: {err}");
+    assert!(identities(client, ns).await.is_empty(), "{extra:?}: no identity written");
+    assert!(bindings(client, ns).await.is_empty(), "{extra:?}: no binding written");
+}
+
+#[tokio::test]
+async fn add_refuses_selectors_no_pod_can_carry() {
+    let (_, client, ns) = setup("identity-bad-selector").await;
+    let id = resource_id("web");
+    refused(
+        &client,
+        &ns,
+        "web",
+        &id,
+        &["--binding-selector", "bad value!"],
+        "invalid --binding-selector: \"bad value!\" is not a valid label value: use letters, digits, '-', '_' and '.'",
+    )
+    .await;
+    let long = "s".repeat(64);
+    refused(
+        &client,
+        &ns,
+        "web",
+        &id,
+        &["--binding-selector", &long],
+        &format!(
+            "invalid --binding-selector: \"{long}\" is 64 characters long; a label value may have at most 63"
+        ),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn add_refuses_a_default_selector_too_long_for_a_label() {
+    let (_, client, ns) = setup("identity-long-name").await;
+    let name = "n".repeat(64);
+    let err_start = format!("invalid --binding-selector: \"{name}\" is 64 characters long");
+    refused(&client, &ns, &name, &resource_id("web"), &[], &err_start).await;
+    let id = resource_id("web");
+    let mut args = add_args(&ns, &name, &id);
+    args.extend(["--binding-selector", "web"]);
+    podid(&client, &args).await.ok();
+    assert_eq!(
+        bindings(&client, &ns).await[0].spec.selector,
+        "web",
+        "a short selector makes the long name work"
+    );
+}
+
+#[tokio::test]
+async fn add_refuses_ids_that_are_not_guids() {
+    let (_, client, ns) = setup("identity-bad-guid").await;
+    let id = resource_id("web");
+    refused(
+        &client,
+        &ns,
+        "web",
+        &id,
+        &["--client-id", "not-a-guid"],
+        "invalid --client-id \"not-a-guid\" is not a GUID: it must look like 00000000-0000-0000-0000-000000000000",
+    )
+    .await;
+    refused(
+        &client,
+        &ns,
+        "web",
+        &id,
+        &["--cluster-identity-object-id", "cluster"],
+        "invalid --cluster-identity-object-id \"cluster\" is not a GUID",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn add_refuses_resource_ids_arm_cannot_have_issued() {
+    let (_, client, ns) = setup("identity-inexact-id").await;
+    let base = resource_id("web");
+    let with_query = format!("{base}?x=1");
+    refused(
+        &client,
+        &ns,
+        "web",
+        &with_query,
+        &[],
+        &format!("invalid resource id: {with_query:?} has \"?x=1\" after the identity's name: an ARM id has no query"),
+    )
+    .await;
+    let fragment = format!("{base}#top");
+    refused(&client, &ns, "web", &fragment, &[], &format!("invalid resource id: {fragment:?} has \"#top\""))
+        .await;
+    let not_guid = base.replace("1c2d3e4f-5a6b-4c7d-8e9f-0a1b2c3d4e5f", "my-subscription");
+    refused(&client, &ns, "web", &not_guid, &[], "invalid resource id").await;
+    let short = resource_id("ab");
+    refused(
+        &client,
+        &ns,
+        "web",
+        &short,
+        &[],
+        &format!("invalid resource id: {short:?}: the identity name has 2 characters"),
+    )
+    .await;
+    let spaced = resource_id("we b");
+    refused(&client, &ns, "web", &spaced, &[], &format!("invalid resource id: {spaced:?}, must match")).await;
+}
+
 #[tokio::test]
 async fn add_rejects_a_missing_namespace() {
     let (_, client, _) = setup("identity-no-ns").await;

@@ -88,6 +88,36 @@ fn install_prints_yaml_without_any_cluster_configuration() {
     assert!(!objs.iter().any(|o| o["kind"] == "Deployment"), "federated mode renders no controller");
 }
 
+#[test]
+fn install_offers_upstreams_404_for_identity_not_found_and_renders_400_as_the_agents_default() {
+    let agent_args = |status: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_podid"))
+            .args(["install", "--identity-not-found-status", status])
+            .env("KUBECONFIG", "/nonexistent")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let objs = parse_yaml(&String::from_utf8(out.stdout).unwrap());
+        let agent = objs.iter().find(|o| o["kind"] == "DaemonSet").unwrap().clone();
+        agent["spec"]["template"]["spec"]["containers"][0]["args"].clone()
+    };
+    let upstream = agent_args("404");
+    assert!(
+        upstream.as_array().unwrap().iter().any(|a| a == "--identity-not-found-status=404"),
+        "{upstream}"
+    );
+    let default = agent_args("400");
+    assert!(
+        !default.to_string().contains("identity-not-found-status"),
+        "the agent's default is not rendered: {default}"
+    );
+    let bad = Command::new(env!("CARGO_BIN_EXE_podid"))
+        .args(["install", "--identity-not-found-status", "500"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+}
+
 /// Binary names from every crate's `[[bin]]` sections.
 fn workspace_bins() -> BTreeSet<String> {
     let mut bins = BTreeSet::new();
@@ -120,9 +150,15 @@ fn the_dockerfile_builds_real_binaries_for_the_images_install_renders() {
     for b in ["podid-mic", "podid-nmi", "podid"] {
         assert!(built.contains(b), "Dockerfile does not build {b}");
     }
-    // Every entrypoint is a built binary; the stages are the images install renders.
+    // Every entrypoint and every binary copied out of the builder is a built binary; the stages
+    // are the images install renders (crates/images/tests/dockerfile.rs compares the rest).
     for line in dockerfile.lines().filter(|l| l.starts_with("ENTRYPOINT")) {
         let bin = line.rsplit('/').next().unwrap().trim_end_matches(['"', ']']);
+        assert!(built.contains(bin), "{line}");
+    }
+    for line in dockerfile.lines().filter(|l| l.starts_with("COPY --from=builder")) {
+        let src = line.split_whitespace().nth(2).unwrap();
+        let bin = src.strip_prefix("/out/").unwrap_or_else(|| panic!("{line}: not a builder output"));
         assert!(built.contains(bin), "{line}");
     }
     let stages: BTreeSet<&str> = dockerfile

@@ -17,10 +17,13 @@ pub enum Diagnostic {
     IdentityNotFound { binding: ObjectKey, identity: String },
     /// An identity that cannot be used (unknown type, malformed resource id, missing fields).
     InvalidIdentity { identity: ObjectKey, reason: String },
-    /// A namespaced identity (or force-namespaced mode) matched across namespaces.
-    NamespaceMismatch { pod: PodKey, binding: ObjectKey, identity: ObjectKey },
+    /// A namespaced identity (`forced`: any identity, because of `--forceNamespaced`) matched
+    /// across namespaces.
+    NamespaceMismatch { pod: PodKey, binding: ObjectKey, identity: ObjectKey, forced: bool },
+    /// Managed mode reads only the bindings of the pod's own namespace.
+    OtherNamespace { pod: PodKey, binding: ObjectKey },
     /// Two identities of the same name in different namespaces would produce the same assigned
-    /// identity name for a pod; the first (by binding namespace and name) is kept.
+    /// identity name for a pod; the one of the older binding (then by namespace and name) is kept.
     DuplicateIdentityName { pod: PodKey, kept: ObjectKey, dropped: ObjectKey },
     /// A node with no usable `spec.providerID`, or not known at all.
     UnknownNode { node: String, reason: String },
@@ -43,10 +46,21 @@ impl fmt::Display for Diagnostic {
             Self::InvalidIdentity { identity, reason } => {
                 write!(f, "ignoring AzureIdentity {identity}: {reason}")
             }
-            Self::NamespaceMismatch { pod, binding, identity } => write!(
+            Self::NamespaceMismatch { pod, binding, identity, forced } => write!(
                 f,
-                "pod {pod} may not use AzureIdentity {identity} through binding {binding}: the identity is namespaced \
-                 and pod, binding and identity must share one namespace"
+                "pod {pod} may not use AzureIdentity {identity} through binding {binding}: {}, so pod, binding and \
+                 identity must share one namespace",
+                if *forced {
+                    "podid runs with --forceNamespaced"
+                } else {
+                    "the identity is annotated aadpodidentity.k8s.io/Behavior: namespaced"
+                }
+            ),
+            Self::OtherNamespace { pod, binding } => write!(
+                f,
+                "binding {binding} is ignored for pod {pod}: managed mode reads only the bindings of the pod's own \
+                 namespace ({})",
+                pod.namespace
             ),
             Self::DuplicateIdentityName { pod, kept, dropped } => write!(
                 f,

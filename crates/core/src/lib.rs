@@ -7,25 +7,35 @@
 //!  identities┘                           │
 //!                                        └──▶ scaleset::needs ─▶ scaleset::delta(ARM state) ─▶ identity PATCHes
 //!
-//!  caller IP ─▶ agent::find_caller ─▶ agent::decide(request, AAIs | bindings, exceptions) ─▶ Decision
+//!  caller IP ─▶ agent::find_caller ─▶ decision::decide(pod, request, Objects, Settings) ─▶ Decision
+//!                                        (outcome + trace; candidates: the bindings' verdicts)
 //! ```
 //!
-//! The controller (`podid-mic`), the node agent (`podid-nmi`) and `podid explain` all call these
-//! functions, so they cannot disagree about an answer.
+//! **Which pod gets which identity** is [`decision`]: its header is the rule book. The node agent
+//! (`podid-nmi`: token path and prefetch) and `podid explain` call [`decision::decide`]; the
+//! controller (`podid-mic`) calls [`matching::desired`], whose binding rules
+//! [`candidates`] applies to one pod — so none of them can disagree about an answer.
 #![forbid(unsafe_code)]
 
 pub mod agent;
+pub mod candidates;
+pub mod decision;
 pub mod diagnostics;
 pub mod diff;
 pub mod exception;
 pub mod federation;
 pub mod matching;
+pub mod mode;
 pub mod pod;
 pub mod redact;
+pub mod refusal;
 pub mod scaleset;
+pub mod world;
 
 pub use diagnostics::Diagnostic;
+pub use mode::Mode;
 pub use pod::{PodKey, PodView};
+pub use world::{Objects, Snapshot};
 
 #[cfg(test)]
 mod tests;

@@ -3,7 +3,8 @@
 //! A pod labelled `aadpodidbinding=S` matches every binding (in any namespace, unless namespaced)
 //! whose `selector` is exactly `S`; each binding names an identity in the binding's own namespace.
 //! With force-namespaced mode or the identity's `namespaced` annotation, pod, binding and identity
-//! must share a namespace. Only scheduled pods that are neither terminating nor finished count.
+//! must share a namespace. Only scheduled, labelled pods that have not finished count; a terminating
+//! pod keeps its identities until its containers have stopped (see [`holds_identities`]).
 //! Invalid identities are skipped with a [`Diagnostic`]; they never hide valid ones.
 //! Federated identities (annotated `podid.io/federated: "true"`) are left out silently: the agent
 //! serves them through federation, with no assigned identity and no ARM call.
@@ -21,6 +22,9 @@ use crate::{Diagnostic, PodKey, PodView};
 pub struct MatchOptions {
     /// `--forceNamespaced`: every identity behaves as if annotated `namespaced`.
     pub force_namespaced: bool,
+    /// `--release-terminating-pods`: a pod loses its identities as soon as it is deleted
+    /// (deletionTimestamp set), not when its containers have stopped.
+    pub release_terminating: bool,
 }
 
 /// One pod's use of one identity: what an `AzureAssignedIdentity` records.
@@ -111,9 +115,19 @@ pub fn assignment_namespace(identity: &AzureIdentity, opts: MatchOptions) -> Str
     }
 }
 
-/// Whether `pod` should hold identities at all.
+/// Whether `pod` may be given identities now: scheduled, labelled, Pending or Running, and not
+/// terminating. (The controller's index compares it between versions of a pod to notice a
+/// deletion; what a pod keeps is [`holds_identities`].)
 pub fn is_eligible(pod: &PodView) -> bool {
     pod.node.is_some() && !pod.terminating && pod.phase.is_live() && pod.binding_selector().is_some()
+}
+
+/// Whether `pod` holds identities: eligible, or terminating (deletionTimestamp set) while its
+/// phase is still Pending or Running — its containers are still stopping and may flush work with
+/// their tokens — unless `--release-terminating-pods` releases them at deletion, as upstream did.
+pub fn holds_identities(pod: &PodView, opts: MatchOptions) -> bool {
+    let labelled_and_live = pod.node.is_some() && pod.phase.is_live() && pod.binding_selector().is_some();
+    labelled_and_live && !(pod.terminating && opts.release_terminating)
 }
 
 /// Computes the desired assignments.
@@ -132,9 +146,11 @@ pub fn desired(
         by_selector.entry(binding.spec.selector.as_str()).or_default().push(binding);
     }
     for list in by_selector.values_mut() {
-        list.sort_by_key(|b| object_key(*b));
+        // Oldest first: of two same-named identities the older binding's is kept, so a binding
+        // added later never takes an identity away from a pod.
+        list.sort_by(|a, b| crate::candidates::age_order(a).cmp(&crate::candidates::age_order(b)));
     }
-    let mut sorted: Vec<&PodView> = pods.iter().filter(|p| is_eligible(p)).collect();
+    let mut sorted: Vec<&PodView> = pods.iter().filter(|p| holds_identities(p, opts)).collect();
     sorted.sort_by(|a, b| a.key.cmp(&b.key));
     for pod in sorted {
         match_pod(pod, &by_selector, &usable, &federated, opts, &mut out);
@@ -178,6 +194,7 @@ fn match_pod(
                 pod: pod.key.clone(),
                 binding: binding_key,
                 identity: identity_key,
+                forced: !found.identity.is_namespaced(),
             });
             continue;
         }

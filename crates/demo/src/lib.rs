@@ -104,9 +104,9 @@ impl Demo {
             ..ImdsOptions::at(args.imds_endpoint.clone())
         })
         .map_err(|e| setup(&e))?;
+        // ARM through HTTPS_PROXY when set (podid_azure::proxy: never for loopback or IMDS).
         let http = podid_azure::build_client(&HttpOptions {
             extra_ca_files: args.ca_file.iter().cloned().collect(),
-            proxy_from_env: false,
             ..HttpOptions::default()
         })
         .map_err(|e| setup(&e))?;

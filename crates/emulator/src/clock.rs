@@ -10,35 +10,19 @@ pub fn now_unix() -> u64 {
     unix(SystemTime::now())
 }
 
-/// Days since the epoch → (year, month, day), proleptic Gregorian (Howard Hinnant's algorithm).
-fn civil(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
-}
-
-fn parts(secs: u64) -> (i64, u32, u32, u64, u64, u64) {
-    let (y, mo, d) = civil((secs / 86_400) as i64);
-    let rem = secs % 86_400;
-    (y, mo, d, rem / 3600, rem % 3600 / 60, rem % 60)
+fn utc(secs: u64) -> jiff::civil::DateTime {
+    let at = i64::try_from(secs).ok().and_then(|s| jiff::Timestamp::from_second(s).ok()).unwrap_or(jiff::Timestamp::MAX);
+    at.to_zoned(jiff::tz::TimeZone::UTC).datetime()
 }
 
 /// `2024-01-02 03:04:05Z`, as in Entra ID error bodies.
 pub fn entra_timestamp(secs: u64) -> String {
-    let (y, mo, d, h, mi, s) = parts(secs);
-    format!("{y:04}-{mo:02}-{d:02} {h:02}:{mi:02}:{s:02}Z")
+    utc(secs).strftime("%Y-%m-%d %H:%M:%SZ").to_string()
 }
 
 /// `2024-01-02T03:04:05.0000000+00:00`, as in ARM bodies.
 pub fn arm_timestamp(t: SystemTime) -> String {
-    let (y, mo, d, h, mi, s) = parts(unix(t));
-    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.0000000+00:00")
+    utc(unix(t)).strftime("%Y-%m-%dT%H:%M:%S.0000000+00:00").to_string()
 }
 
 #[cfg(test)]

@@ -47,6 +47,11 @@ pub struct EmulatorConfig {
     /// PEM files of CAs trusted when fetching a federated issuer's discovery document and JWKS.
     #[serde(default)]
     pub trusted_ca_files: Vec<PathBuf>,
+    /// Extra IP addresses in the HTTPS server certificate besides `127.0.0.1` and `::1`: where
+    /// clients outside the host's loopback reach the emulator (e.g. a node-local address that the
+    /// test kit forwards to it from a node's network namespace).
+    #[serde(default)]
+    pub tls_san_ips: Vec<std::net::IpAddr>,
     #[serde(default)]
     pub resource_groups: Vec<GroupConfig>,
     #[serde(default)]
@@ -226,6 +231,7 @@ impl Default for EmulatorConfig {
             imds_propagation_delay_ms: 0,
             arm_page_size: defaults::arm_page_size(),
             trusted_ca_files: vec![],
+            tls_san_ips: vec![],
             resource_groups: vec![
                 group("podid"),
                 group(NODE_RESOURCE_GROUP),

@@ -269,7 +269,7 @@ impl Emulator {
         state_dir: &Path,
     ) -> Result<RunningEmulator, EmulatorError> {
         let shared = build_state(&config, state_dir)?;
-        let tls = Tls::init(&shared.state_dir)?;
+        let tls = Tls::init(&shared.state_dir, &config.tls_san_ips)?;
         let bind = || TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0));
         let (login, arm, admin) = (bind().await?, bind().await?, bind().await?);
         let url = |scheme: &str, l: &TcpListener| l.local_addr().map(|a| format!("{scheme}://{a}"));

@@ -2,7 +2,8 @@
 //!
 //! A CA (ECDSA P-256) is generated once per state directory and kept in `ca.pem`/`ca-key.pem`, so
 //! clients that trust it keep working across restarts; a fresh server certificate for `localhost`,
-//! `127.0.0.1` and `::1` is issued from it at every start. Only the ring crypto provider is used.
+//! `127.0.0.1`, `::1` and any extra addresses the configuration names (`tls_san_ips`) is issued
+//! from it at every start. Only the ring crypto provider is used.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -35,8 +36,9 @@ pub struct Tls {
 }
 
 impl Tls {
-    /// Loads or creates the CA in `dir` and issues a server certificate.
-    pub fn init(dir: &Path) -> Result<Self, TlsError> {
+    /// Loads or creates the CA in `dir` and issues a server certificate for loopback and
+    /// `extra_ips`.
+    pub fn init(dir: &Path, extra_ips: &[std::net::IpAddr]) -> Result<Self, TlsError> {
         let ca_path = dir.join("ca.pem");
         let key_path = dir.join("ca-key.pem");
         let loaded = match (std::fs::read_to_string(&ca_path), std::fs::read_to_string(&key_path)) {
@@ -63,7 +65,8 @@ impl Tls {
         let server_key = rcgen::KeyPair::generate()?;
         let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()])?;
         params.distinguished_name.push(rcgen::DnType::CommonName, "localhost");
-        for ip in [std::net::Ipv4Addr::LOCALHOST.into(), std::net::Ipv6Addr::LOCALHOST.into()] {
+        let loopback = [std::net::Ipv4Addr::LOCALHOST.into(), std::net::Ipv6Addr::LOCALHOST.into()];
+        for &ip in loopback.iter().chain(extra_ips) {
             params.subject_alt_names.push(rcgen::SanType::IpAddress(ip));
         }
         params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];

@@ -252,3 +252,89 @@ async fn identities_groups_roles_and_paging() {
         "aks-nodepool1-12345678-vmss000001"
     );
 }
+
+async fn identity_keys(
+    emu: &podid_emulator::RunningEmulator,
+    http: &reqwest::Client,
+    token: &str,
+) -> Vec<String> {
+    let (status, _, body) = arm(emu, http, token, Method::GET, &vmss_path(emu), None).await;
+    assert_eq!(status, 200, "{body}");
+    body["identity"]["userAssignedIdentities"].as_object().unwrap().keys().cloned().collect()
+}
+
+#[tokio::test]
+async fn unknown_members_are_refused_with_arms_error_and_change_nothing() {
+    let emu = start().await;
+    let http = client(&emu);
+    let token = secret_token(&emu, &http, "podid-cluster").await;
+    let app = identity_id(&emu, "podid-app");
+    let before = identity_keys(&emu, &http, &token).await;
+    // What azure-mgmt-compute sends for a plain dict with Python-style keys.
+    let body = json!({"identity": {"type": "UserAssigned", "user_assigned_identities": {app.clone(): {}}}});
+    let (status, _, err) = arm(&emu, &http, &token, Method::PATCH, &vmss_path(&emu), Some(body)).await;
+    assert_eq!(status, 400, "{err}");
+    assert_eq!(err["error"]["code"], "InvalidRequestContent");
+    let message = err["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains(
+            "Could not find member 'user_assigned_identities' on object of type 'VirtualMachineScaleSetIdentity'. \
+             Path 'identity.user_assigned_identities'"
+        ),
+        "{message}"
+    );
+    assert_eq!(identity_keys(&emu, &http, &token).await, before, "nothing was assigned");
+    let (status, _, err) =
+        arm(&emu, &http, &token, Method::PATCH, &vmss_path(&emu), Some(json!({"identityy": {}}))).await;
+    assert_eq!(status, 400);
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("'identityy' on object of type 'VirtualMachineScaleSetUpdate'")
+    );
+    // Members in another case are the same members (JSON.NET matches them ignoring case).
+    let body = json!({"Identity": {"Type": "UserAssigned", "UserAssignedIdentities": {app.clone(): {}}}});
+    let (status, _, body) = arm(&emu, &http, &token, Method::PATCH, &vmss_path(&emu), Some(body)).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(identity_keys(&emu, &http, &token).await.contains(&app), "assigned");
+}
+
+#[tokio::test]
+async fn identity_keys_keep_the_case_they_were_first_sent_in() {
+    let emu = start().await;
+    let http = client(&emu);
+    let token = secret_token(&emu, &http, "podid-cluster").await;
+    let app = identity_id(&emu, "podid-app");
+    let mixed = app.replace("/resourcegroups/", "/resourceGroups/").replace("podid-app", "Podid-App");
+    assert_ne!(mixed, app);
+    let patch = |id: &str, value: Value| json!({"identity": {"type": "UserAssigned", "userAssignedIdentities": {id: value}}});
+    let (status, _, body) =
+        arm(&emu, &http, &token, Method::PATCH, &vmss_path(&emu), Some(patch(&mixed, json!({})))).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body["identity"]["userAssignedIdentities"].get(&mixed).is_some(),
+        "the PATCH answer uses it: {body}"
+    );
+    assert!(identity_keys(&emu, &http, &token).await.contains(&mixed), "GET returns the key as sent");
+    // Upstream's lower-cased PATCH of an id that is already there changes nothing, not even the case.
+    let lower = mixed.to_ascii_lowercase();
+    let (status, _, _) =
+        arm(&emu, &http, &token, Method::PATCH, &vmss_path(&emu), Some(patch(&lower, json!({})))).await;
+    assert_eq!(status, 200);
+    let keys = identity_keys(&emu, &http, &token).await;
+    assert!(keys.contains(&mixed) && !keys.contains(&lower), "{keys:?}");
+    // Removal ignores case; a new add then keeps the new spelling.
+    let (status, _, _) =
+        arm(&emu, &http, &token, Method::PATCH, &vmss_path(&emu), Some(patch(&lower, Value::Null))).await;
+    assert_eq!(status, 200);
+    let (status, _, _) =
+        arm(&emu, &http, &token, Method::PATCH, &vmss_path(&emu), Some(patch(&lower, json!({})))).await;
+    assert_eq!(status, 200);
+    let keys = identity_keys(&emu, &http, &token).await;
+    assert!(keys.contains(&lower) && !keys.contains(&mixed), "{keys:?}");
+    // One request naming the id twice, in two cases.
+    let both = json!({"identity": {"type": "UserAssigned", "userAssignedIdentities": {mixed.clone(): {}, lower.clone(): {}}}});
+    let (status, _, err) = arm(&emu, &http, &token, Method::PATCH, &vmss_path(&emu), Some(both)).await;
+    assert_eq!((status, err["error"]["code"].as_str()), (400, Some("DuplicateIdentityIds")), "{err}");
+}

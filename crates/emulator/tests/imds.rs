@@ -111,6 +111,34 @@ async fn tokens_only_for_identities_on_the_node() {
     assert!(ip["privateIpAddress"].as_str().unwrap().starts_with("10.224."));
 }
 
+async fn imds_get(http: &reqwest::Client, url: String) -> (u16, Value) {
+    let resp = http.get(url).header("Metadata", "true").send().await.unwrap();
+    (resp.status().as_u16(), resp.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn paths_match_case_insensitively_like_azures_imds() {
+    let emu = start().await;
+    let http = plain_client();
+    let imds = emu.imds_url(NODE0).unwrap();
+    let resource = "resource=https://management.azure.com/";
+    for path in ["/Metadata/Identity/OAuth2/Token", "/METADATA/IDENTITY/OAUTH2/TOKEN/"] {
+        let (status, body) = imds_get(&http, format!("{imds}{path}?api-version=2018-02-01&{resource}")).await;
+        assert_eq!(status, 200, "{path}: {body}");
+        assert!(body["access_token"].is_string(), "{path}: {body}");
+    }
+    let (status, doc) = imds_get(&http, format!("{imds}/Metadata/Instance?api-version=2021-02-01")).await;
+    assert_eq!(status, 200, "{doc}");
+    assert_eq!(doc["compute"]["osProfile"]["computerName"], NODE0);
+    let (status, vm_id) =
+        imds_get(&http, format!("{imds}/metadata/instance/Compute/VMID?api-version=2021-02-01")).await;
+    assert_eq!((status, &vm_id), (200, &doc["compute"]["vmId"]), "sections ignore case too");
+    let (status, _) = imds_get(&http, format!("{imds}/Metadata/Nothing?api-version=2021-02-01")).await;
+    assert_eq!(status, 404, "an unknown path is still unknown");
+    let logged: Vec<String> = emu.requests().into_iter().map(|r| r.path).collect();
+    assert!(logged.contains(&"/Metadata/Instance".to_string()), "the log keeps the path as sent: {logged:?}");
+}
+
 #[tokio::test]
 async fn assignments_show_up_after_the_operation_and_propagation_delay() {
     let emu = start().await;

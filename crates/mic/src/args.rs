@@ -20,6 +20,10 @@ pub struct Args {
     /// the identity's namespace.
     #[arg(long = "forceNamespaced", env = "FORCENAMESPACED", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub force_namespaced: bool,
+    /// Release a pod's identities as soon as it is deleted (deletionTimestamp set), as upstream
+    /// did, instead of when its containers have stopped (phase Succeeded/Failed, or pod gone).
+    #[arg(long = "release-terminating-pods", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub release_terminating_pods: bool,
     /// Namespace of the controller (required, from the downward API).
     #[arg(long = "mic-namespace", env = "MIC_POD_NAMESPACE", hide = true)]
     pub mic_namespace: Option<String>,

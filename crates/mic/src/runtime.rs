@@ -207,15 +207,19 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let options = ArmOptions { poll_interval: args.arm_poll_interval, ..ArmOptions::default() };
     let arm = ArmClient::for_cloud(build_client(&http)?, &cloud, credential, options);
 
-    let kube = if args.kubeconfig.is_empty() {
-        kube::Client::try_default()
+    let mut kube_config = if args.kubeconfig.is_empty() {
+        kube::Config::infer()
             .await
-            .context("cannot build a Kubernetes client (KUBECONFIG or in-cluster)")?
+            .context("cannot configure a Kubernetes client (KUBECONFIG or in-cluster)")?
     } else {
         let kubeconfig = kube::config::Kubeconfig::read_from(&args.kubeconfig)?;
-        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?;
-        kube::Client::try_from(config)?
+        kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?
     };
+    let proxy = podid_azure::ProxySettings::from_env();
+    kube_config.proxy_url = proxy.for_kube(&kube_config.cluster_url, kube_config.proxy_url.as_ref());
+    let api_server_via = kube_config.proxy_url.as_ref().map(podid_azure::proxy::redacted_uri);
+    tracing::info!(proxy = proxy.describe(), ?api_server_via, "Outbound proxies");
+    let kube = kube::Client::try_from(kube_config).context("cannot build a Kubernetes client")?;
     let identity = if args.leader_election_instance.is_empty() {
         std::env::var("HOSTNAME")
             .ok()
@@ -230,7 +234,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
     let config = Config {
         settings: Settings {
-            match_options: MatchOptions { force_namespaced: args.force_namespaced },
+            match_options: MatchOptions {
+                force_namespaced: args.force_namespaced,
+                release_terminating: args.release_terminating_pods,
+            },
             batch_window: args.batch_window,
             drift_interval: args.drift_interval(),
             base_backoff: args.retry_backoff,

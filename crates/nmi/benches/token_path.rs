@@ -166,8 +166,11 @@ fn bind_pods(state: &AgentState) {
             service_account: "default".into(),
         })
         .collect();
-    let d = desired(&pods, &[binding], &[identity()], MatchOptions::default());
+    let d = desired(&pods, std::slice::from_ref(&binding), &[identity()], MatchOptions::default());
     state.shared.update(|idx| {
+        // As in a real agent, which watches bindings and identities in every mode.
+        idx.apply_binding(binding);
+        idx.apply_identity(identity());
         for p in pods {
             idx.put_pod(p);
         }

@@ -85,10 +85,15 @@ pub struct Args {
     /// Answer "no identity yet" with 503 + `Retry-After: 20` instead of 404.
     #[arg(long = "set-retry-after-header", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub set_retry_after_header: bool,
-    /// Status for "no identity for this pod": `404` (upstream; SDKs retry it for a minute or more)
-    /// or `400` (as real IMDS answers an unknown identity, with its JSON error; SDKs fail at once).
-    #[arg(long = "identity-not-found-status", default_value_t = 404, value_parser = not_found_status)]
+    /// Status for "no identity for this pod": `400` (as real IMDS answers an unknown identity,
+    /// with its JSON error; SDKs fail at once, Python's and Node's showing podid's reason) or
+    /// `404` (upstream's; SDKs retry it for 20 s to over a minute). See docs/agent.md.
+    #[arg(long = "identity-not-found-status", default_value_t = 400, value_parser = not_found_status)]
     pub identity_not_found_status: u16,
+    /// Release a pod's identities as soon as it is deleted (deletionTimestamp set), as upstream
+    /// did, instead of when its containers have stopped.
+    #[arg(long = "release-terminating-pods", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub release_terminating_pods: bool,
     /// Delete conntrack entries of existing IMDS connections when installing the rules.
     #[arg(long = "enable-conntrack-deletion", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub enable_conntrack_deletion: bool,

@@ -4,21 +4,22 @@
 //!  Pods (spec.nodeName=<node>) ──apply/delete──▶ pods: PodKey → PodView
 //!                                               by_ip: IP → {PodKey}     (a pod's status.podIP)
 //!  AzureAssignedIdentities (nodename=<node>) ──▶ assigned: PodKey → {AAI name → AAI}   (standard mode)
-//!  AzureIdentityBindings, AzureIdentities  ───▶ bindings / identities by namespace     (every mode:
-//!                                                                   managed, federated identities)
+//!  AzureIdentityBindings, AzureIdentities  ───▶ bindings / identities by namespace, bindings by
+//!                                               selector (every mode: the decision reads them)
 //!  AzurePodIdentityExceptions              ───▶ exceptions by namespace
 //! ```
 //!
 //! Plain synchronous state: watch tasks call `apply`/`delete`/`reset`; tests call them directly.
+//! The decision ([`podid_core::decision::decide`]) reads it through [`Objects`].
 //! Every change bumps [`NodeIndex::generation`] so waiting requests and the prefetcher can react.
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use podid_api::{
     AzureAssignedIdentity, AzureIdentity, AzureIdentityBinding, AzurePodIdentityException, Pod, ResourceExt,
 };
-use podid_core::{PodKey, PodView};
+use podid_core::{Objects, PodKey, PodView};
 
 /// Index of one node's pods and the identity objects that concern them.
 #[derive(Debug, Default)]
@@ -33,6 +34,8 @@ pub struct NodeIndex {
     /// Where each assigned identity (by its own namespace/name) is filed in `assigned`.
     assigned_owner: HashMap<PodKey, PodKey>,
     bindings: NamespacedMap<AzureIdentityBinding>,
+    /// Invariant: exactly the keys of `bindings`, filed under each one's `spec.selector`.
+    selecting: HashMap<String, BTreeSet<PodKey>>,
     identities: NamespacedMap<AzureIdentity>,
     /// Invariant: the number of entries of `identities` annotated `podid.io/federated`. Lets a
     /// standard/managed-mode request skip the federated path when there are none.
@@ -189,17 +192,38 @@ impl NodeIndex {
     // === bindings, identities, exceptions ===
 
     pub fn apply_binding(&mut self, b: AzureIdentityBinding) {
-        ns_put(&mut self.bindings, b);
+        self.put_binding(b);
         self.changed();
     }
     pub fn delete_binding(&mut self, key: &PodKey) {
+        self.unfile_binding(key);
         ns_remove(&mut self.bindings, key);
         self.changed();
     }
     pub fn reset_bindings(&mut self, all: Vec<AzureIdentityBinding>) {
         self.bindings.clear();
-        all.into_iter().for_each(|b| ns_put(&mut self.bindings, b));
+        self.selecting.clear();
+        all.into_iter().for_each(|b| self.put_binding(b));
         self.changed();
+    }
+    fn put_binding(&mut self, b: AzureIdentityBinding) {
+        let key = key_of(&b);
+        self.unfile_binding(&key);
+        self.selecting.entry(b.spec.selector.clone()).or_default().insert(key);
+        ns_put(&mut self.bindings, b);
+    }
+    fn unfile_binding(&mut self, key: &PodKey) {
+        let Some(old) = self.binding(key) else { return };
+        let selector = old.spec.selector.clone();
+        if let Some(set) = self.selecting.get_mut(&selector) {
+            set.remove(key);
+            if set.is_empty() {
+                self.selecting.remove(&selector);
+            }
+        }
+    }
+    fn binding(&self, key: &PodKey) -> Option<&AzureIdentityBinding> {
+        self.bindings.get(&key.namespace).and_then(|m| m.get(&key.name)).map(|b| b.as_ref())
     }
     pub fn apply_identity(&mut self, i: AzureIdentity) {
         self.forget_federated(&key_of(&i));
@@ -266,6 +290,21 @@ impl NodeIndex {
     }
 }
 
+impl Objects for NodeIndex {
+    fn bindings_selecting(&self, selector: &str) -> impl Iterator<Item = &AzureIdentityBinding> {
+        self.selecting.get(selector).into_iter().flatten().filter_map(|k| self.binding(k))
+    }
+    fn identity(&self, namespace: &str, name: &str) -> Option<&AzureIdentity> {
+        NodeIndex::identity(self, namespace, name)
+    }
+    fn assigned_to(&self, pod: &PodKey) -> impl Iterator<Item = &AzureAssignedIdentity> {
+        self.assigned_for(pod)
+    }
+    fn exceptions_in(&self, namespace: &str) -> impl Iterator<Item = &AzurePodIdentityException> {
+        NodeIndex::exceptions_in(self, namespace)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use podid_api::{AzureIdentitySpec, FEDERATED_ANNOTATION};
@@ -279,6 +318,36 @@ mod tests {
             i.metadata.annotations = Some([(FEDERATED_ANNOTATION.to_string(), "true".to_string())].into());
         }
         i
+    }
+
+    fn mk_binding(ns: &str, name: &str, selector: &str) -> AzureIdentityBinding {
+        let mut b = AzureIdentityBinding::new(name, podid_api::AzureIdentityBindingSpec::default());
+        b.metadata.namespace = Some(ns.into());
+        b.spec.selector = selector.into();
+        b
+    }
+
+    fn selecting(idx: &NodeIndex, selector: &str) -> Vec<String> {
+        idx.bindings_selecting(selector)
+            .map(|b| format!("{}/{}", b.namespace().unwrap(), b.name_any()))
+            .collect()
+    }
+
+    #[test]
+    fn bindings_are_found_by_selector_through_change_delete_and_reset() {
+        let mut idx = NodeIndex::default();
+        idx.apply_binding(mk_binding("a", "b1", "web"));
+        idx.apply_binding(mk_binding("b", "b2", "web"));
+        assert_eq!(selecting(&idx, "web"), ["a/b1", "b/b2"]);
+        idx.apply_binding(mk_binding("a", "b1", "api"));
+        assert_eq!(
+            (selecting(&idx, "web"), selecting(&idx, "api")),
+            (vec!["b/b2".to_string()], vec!["a/b1".to_string()])
+        );
+        idx.delete_binding(&PodKey::new("b", "b2"));
+        assert!(selecting(&idx, "web").is_empty() && !idx.selecting.contains_key("web"));
+        idx.reset_bindings(vec![mk_binding("c", "b3", "web")]);
+        assert_eq!((selecting(&idx, "web"), selecting(&idx, "api")), (vec!["c/b3".to_string()], vec![]));
     }
 
     #[test]

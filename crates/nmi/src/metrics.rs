@@ -123,6 +123,12 @@ struct OperationLabels {
     operation_type: String,
 }
 
+/// `reason` is one of `podid_core::refusal::Reason`'s fixed values, never a caller's.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RefusalLabels {
+    reason: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
     decision: String,
@@ -138,6 +144,7 @@ pub struct Metrics {
     k8s_errors: Family<OperationLabels, Counter>,
     requests: Family<RequestLabels, Counter>,
     latency: Family<RequestLabels, Histogram>,
+    refusals: Family<RefusalLabels, Counter>,
     /// Tokens in the cache (kept by the cache itself on every change).
     pub cache_entries: Gauge,
     /// Bytes the cache accounts for its tokens and keys.
@@ -161,6 +168,7 @@ impl Metrics {
             k8s_errors: Family::default(),
             requests: Family::default(),
             latency: Family::new_with_constructor(|| Histogram::new(FAST_BUCKETS)),
+            refusals: Family::default(),
             cache_entries: Gauge::default(),
             cache_bytes: Gauge::default(),
             evictions: Family::default(),
@@ -216,6 +224,7 @@ impl Metrics {
             "Requests answered 429 by the per-source rate limit",
             m.throttled.clone(),
         );
+        podid.register("refusals", "Refused token requests by reason", m.refusals.clone());
         m
     }
 
@@ -241,6 +250,11 @@ impl Metrics {
         let labels = RequestLabels { decision: decision.into(), cache: cache.into() };
         self.requests.get_or_create(&labels).inc();
         self.latency.get_or_create(&labels).observe(secs);
+    }
+
+    /// Counts one refusal (`reason`: a `Reason::as_str` value).
+    pub fn refusal(&self, reason: &'static str) {
+        self.refusals.get_or_create(&RefusalLabels { reason }).inc();
     }
 
     /// Records one upstream token call.

@@ -29,7 +29,7 @@ use crate::state::{AgentState, Config, Mode, Shared};
 use crate::token::SystemClock;
 use crate::{prefetch, watch};
 use podid_runtime::admin::{self, Readiness};
-use podid_runtime::watch::{drive, lean};
+use podid_runtime::watch::{Watch, drive_with, lean, prompt_backoff};
 
 /// Sets up logging as the flags say (`RUST_LOG` overrides the default).
 pub fn init_logging(format: LogFormat) {
@@ -62,6 +62,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         kubelet_config,
         set_retry_after_header,
         identity_not_found_status,
+        release_terminating_pods,
         enable_conntrack_deletion,
         iptables: manage_iptables,
         cleanup_iptables_on_exit,
@@ -103,9 +104,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         if custom_user_agent.is_empty() { String::new() } else { format!(" {custom_user_agent}") }
     );
 
-    let kube = kube::Client::try_default()
+    let mut kube_config = kube::Config::infer()
         .await
-        .context("cannot build a Kubernetes client (KUBECONFIG or in-cluster)")?;
+        .context("cannot configure a Kubernetes client (KUBECONFIG or in-cluster)")?;
+    let proxy = podid_azure::ProxySettings::from_env();
+    kube_config.proxy_url = proxy.for_kube(&kube_config.cluster_url, kube_config.proxy_url.as_ref());
+    let api_server_via = kube_config.proxy_url.as_ref().map(podid_azure::proxy::redacted_uri);
+    tracing::info!(proxy = proxy.describe(), ?api_server_via, "Outbound proxies");
+    let kube = kube::Client::try_from(kube_config).context("cannot build a Kubernetes client")?;
     let mut registry = Registry::default();
     let metrics = Arc::new(Metrics::register(&mut registry));
     let registry = Arc::new(registry);
@@ -134,6 +140,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         tenant_id: agent_tenant(tenant_id, &cloud_config),
         host_token,
         not_found_as_bad_request: identity_not_found_status == 400,
+        release_terminating: release_terminating_pods,
     };
     let cache_limits = CacheLimits {
         max_entries: usize::try_from(token_cache_entries).unwrap_or(usize::MAX),
@@ -286,7 +293,9 @@ fn spawn_watch<K>(
     let metrics = state.metrics.clone();
     let on_change = move |c| shared.update(|idx| sink(idx, c));
     let on_error = move || metrics.k8s_error(&format!("watch_{kind}"));
-    tokio::spawn(drive(api, cfg, kind, lean::<K>, on_change, readiness.part(kind), on_error));
+    // The agent re-watches within a second of an API-server restart (new pods are served at once).
+    let watch = Watch { api, config: cfg, kind, slim: lean::<K> };
+    tokio::spawn(drive_with(watch, prompt_backoff(), on_change, readiness.part(kind), on_error));
 }
 
 fn spawn_watches(kube: &kube::Client, state: &AgentState, readiness: &Readiness, node: &str, mode: Mode) {

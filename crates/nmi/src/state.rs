@@ -9,27 +9,8 @@ use crate::cache::TokenCache;
 use crate::index::NodeIndex;
 use crate::metrics::Metrics;
 
-/// How the agent finds identities.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Mode {
-    /// Assigned identities written by the controller (the identity is on the node's scale set).
-    Standard,
-    /// Bindings and identities of the pod's namespace; identities assigned out of band.
-    Managed,
-    /// Bindings and identities; every user-assigned identity through workload identity federation
-    /// (no controller, no scale-set assignment).
-    Federated,
-}
-
-impl Mode {
-    /// Which identities this mode federates (standard and managed: only annotated ones).
-    pub fn federation(self) -> podid_core::federation::Federation {
-        match self {
-            Self::Federated => podid_core::federation::Federation::Cluster,
-            Self::Standard | Self::Managed => podid_core::federation::Federation::Annotated,
-        }
-    }
-}
+/// How the agent finds identities: the workspace's one [`podid_core::Mode`].
+pub use podid_core::Mode;
 
 /// Settings the request path depends on.
 #[derive(Clone, Debug)]
@@ -55,10 +36,14 @@ pub struct Config {
     /// IMDS's JSON error, which SDKs do not retry) instead of upstream's 404 (which SDKs retry for
     /// up to a minute or more).
     pub not_found_as_bad_request: bool,
+    /// `--release-terminating-pods`: no tokens for a pod once it is deleted (by default it keeps
+    /// its identities until its containers have stopped).
+    pub release_terminating: bool,
 }
 
 impl Config {
-    /// Upstream's defaults (16 + 4 checks, 5 s apart) for a node.
+    /// The flags' defaults for a node: upstream's waits (16 + 4 checks, 5 s apart), "not found"
+    /// answered as IMDS does (400).
     pub fn new(node: impl Into<String>, mode: Mode) -> Self {
         Self {
             mode,
@@ -73,7 +58,18 @@ impl Config {
             default_authority: "https://login.microsoftonline.com/".into(),
             tenant_id: String::new(),
             host_token: false,
-            not_found_as_bad_request: false,
+            not_found_as_bad_request: true,
+            release_terminating: false,
+        }
+    }
+
+    /// What the decision needs of these settings.
+    pub fn settings(&self) -> podid_core::decision::Settings<'_> {
+        podid_core::decision::Settings {
+            mode: self.mode,
+            force_namespaced: self.force_namespaced,
+            mic_namespace: &self.mic_namespace,
+            release_terminating: self.release_terminating,
         }
     }
 }

@@ -194,11 +194,14 @@ async fn setup(mode_args: &[&str]) -> Setup {
                 "--prometheus-port",
                 &admin_port.to_string(),
             ])
+            // 2 s for an assignment to appear (under `fetch`'s 3 s timeout), then a generous 8 s
+            // more for it to become Assigned on a loaded machine; an unbound request is refused at
+            // once either way.
             .args([
                 "--retry-attempts-for-created",
                 "2",
                 "--retry-attempts-for-assigned",
-                "1",
+                "8",
                 "--find-identity-retry-interval",
                 "1",
             ])

@@ -130,6 +130,8 @@ async fn pending_assignment_times_out_with_404_or_503_retry_after() {
         c.wait_assigned = Duration::from_millis(300);
     });
     agent.add_pod("app", "web", POD_IP, "demo");
+    agent.add_identity("app", "id1");
+    agent.add_binding("app", "b", "id1", "demo");
     let resp = agent.token(POD_IP, "resource=r").await;
     assert_eq!(resp.status, StatusCode::NOT_FOUND);
     assert!(resp.body.contains("in CREATED state failed"), "{}", resp.body);
@@ -139,9 +141,37 @@ async fn pending_assignment_times_out_with_404_or_503_retry_after() {
         c.set_retry_after_header = true;
     });
     agent.add_pod("app", "web", POD_IP, "demo");
+    agent.add_identity("app", "id1");
+    agent.add_binding("app", "b", "id1", "demo");
     let resp = agent.token(POD_IP, "resource=r").await;
     assert_eq!(resp.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(resp.retry_after.as_deref(), Some("20"));
+}
+
+#[tokio::test]
+async fn request_nothing_can_become_assigned_for_is_refused_at_once_naming_what_the_pod_has() {
+    let agent = Agent::with(|c| c.wait_created = Duration::from_secs(600));
+    agent.bind_pod("app", "web", POD_IP, "id1", AssignedState::Assigned);
+    for query in [
+        format!("resource=r&client_id={}", client("other")),
+        format!("resource=r&msi_res_id={}", rid("other")),
+    ] {
+        let resp =
+            tokio::time::timeout(Duration::from_secs(5), agent.token(POD_IP, &query)).await.expect("at once");
+        assert_eq!(resp.status, StatusCode::NOT_FOUND);
+        assert!(resp.body.starts_with("no azure identity found for request "), "{}", resp.body);
+        assert!(
+            resp.body.contains("the pod has only app/id1 (clientID id10##### REDACTED #####0000)"),
+            "{}",
+            resp.body
+        );
+        assert!(resp.body.contains("To fix: ask for one of these"), "{}", resp.body);
+    }
+    agent.add_pod("app", "other", "10.244.0.30", "nothing");
+    let resp = tokio::time::timeout(Duration::from_secs(5), agent.token("10.244.0.30", "resource=r"))
+        .await
+        .expect("at once");
+    assert!(resp.body.contains("no AzureIdentityBinding has selector \"nothing\""), "{}", resp.body);
 }
 
 #[tokio::test]

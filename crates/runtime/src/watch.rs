@@ -1,7 +1,9 @@
 //! A kube-runtime watch turned into plain changes for a synchronous index: `Init…InitDone`
 //! becomes one [`Change::Reset`] (the kind's contents replaced atomically), `Apply`/`Delete` edit
 //! one object. The watcher re-lists and resumes by itself after API-server restarts and
-//! compactions (with backoff). Objects that fail to decode are logged and skipped; they never stop
+//! compactions, with kube-runtime's back-off ([`drive`]: 0.8 s doubling to 30 s, for the
+//! controller) or a prompt one ([`drive_with`] + [`prompt_backoff`]: at most 1 s, for the node
+//! agent, which must see a new pod within seconds of an API-server restart). Objects that fail to decode are logged and skipped; they never stop
 //! the stream.
 //!
 //! Each object is slimmed (`slim: K -> V`) as soon as it is decoded, before it is buffered: a full
@@ -35,6 +37,42 @@ pub async fn drive<K, V>(
     config: watcher::Config,
     kind: &'static str,
     slim: fn(K) -> V,
+    sink: impl FnMut(Change<V>) + Send,
+    synced: Arc<AtomicBool>,
+    on_error: impl Fn() + Send,
+) where
+    K: Resource<DynamicType = ()> + DeserializeOwned + Clone + Debug + Send + Sync + 'static,
+    V: Send,
+{
+    let watch = Watch { api, config, kind, slim };
+    drive_with(watch, watcher::DefaultBackoff::default(), sink, synced, on_error).await;
+}
+
+/// What to watch and how to slim each object.
+pub struct Watch<K: Resource, V> {
+    pub api: Api<DeserializeGuard<K>>,
+    pub config: watcher::Config,
+    pub kind: &'static str,
+    pub slim: fn(K) -> V,
+}
+
+/// Re-watch back-off for the node agent: 250 ms doubling to at most 1 s, with jitter, reset by
+/// every event. After an API-server restart the agent is watching again within about a second
+/// of the server being back (kube-runtime's default has grown to tens of seconds by then).
+pub fn prompt_backoff() -> watcher::ExponentialBackoff {
+    backon::ExponentialBuilder::new()
+        .with_min_delay(std::time::Duration::from_millis(250))
+        .with_max_delay(std::time::Duration::from_secs(1))
+        .with_factor(2.0)
+        .with_jitter()
+        .without_max_times()
+        .into()
+}
+
+/// [`drive`] with a chosen back-off.
+pub async fn drive_with<K, V>(
+    watch: Watch<K, V>,
+    backoff: impl kube::runtime::utils::Backoff + 'static,
     mut sink: impl FnMut(Change<V>) + Send,
     synced: Arc<AtomicBool>,
     on_error: impl Fn() + Send,
@@ -42,8 +80,9 @@ pub async fn drive<K, V>(
     K: Resource<DynamicType = ()> + DeserializeOwned + Clone + Debug + Send + Sync + 'static,
     V: Send,
 {
+    let Watch { api, config, kind, slim } = watch;
     let mut buffer: Vec<V> = Vec::new();
-    let mut events = watcher::watcher(api, config).default_backoff().boxed();
+    let mut events = watcher::watcher(api, config).backoff(backoff).boxed();
     while let Some(event) = events.next().await {
         match event {
             Ok(Event::Init) => buffer.clear(),

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 pub enum Error {
     /// `kube-apiserver` is not where it is looked for.
     #[error(
-        "no kube-apiserver binary at {}; build it once with `scripts/kube-apiserver.sh` \
+        "no kube-apiserver binary at {}; build it once with `scripts/kubernetes.sh` \
          (or point PODID_KUBE_APISERVER at one)",
         path.display()
     )]
@@ -18,9 +18,19 @@ pub enum Error {
         /// Where it was expected.
         path: PathBuf,
     },
+    /// A binary of this workspace was not built.
+    #[error(
+        "no {name} binary in {searched:?}; build the workspace's binaries first (`cargo build --workspace --bins`) or set PODID_BIN_DIR"
+    )]
+    BinaryMissing {
+        /// The binary.
+        name: String,
+        /// Where it was looked for.
+        searched: Vec<PathBuf>,
+    },
     /// `etcd` is not on `PATH`.
     #[error(
-        "no etcd on PATH; install it with `scripts/kube-apiserver.sh` (as root) or `apt-get install etcd-server`"
+        "no etcd on PATH; install it with `scripts/kubernetes.sh` (as root) or `apt-get install etcd-server`"
     )]
     EtcdMissing,
     /// A child process could not be started.
@@ -36,7 +46,7 @@ pub enum Error {
     #[error("{program} exited during start-up ({status}); last lines of its log:\n{log_tail}")]
     Exited {
         /// The program that exited.
-        program: &'static str,
+        program: String,
         /// Its exit status.
         status: std::process::ExitStatus,
         /// The end of its log, to see why.
@@ -85,6 +95,22 @@ pub enum Error {
         /// The client error.
         #[source]
         source: kube::Error,
+    },
+    /// A command the test kit runs (ip, iptables, ctr, ...) failed.
+    #[error("`{command}` failed: {stderr}")]
+    Command {
+        /// The command line.
+        command: String,
+        /// What it printed on stderr.
+        stderr: String,
+    },
+    /// Something a real node needs is missing from this machine.
+    #[error("cannot run real Kubernetes nodes here: {what}. {how}")]
+    Prerequisite {
+        /// What is missing.
+        what: String,
+        /// How to get it.
+        how: String,
     },
     /// The API server answered something the test kit cannot use.
     #[error("unexpected answer from the API server: {0}")]

@@ -42,6 +42,16 @@ pub(crate) fn token(token: &str) -> AuthInfo {
     AuthInfo { token: Some(token.to_owned().into()), ..AuthInfo::default() }
 }
 
+/// Client-certificate credentials.
+pub(crate) fn client_cert(cert: &crate::pki::CertAndKey) -> AuthInfo {
+    let b64 = |pem: &str| base64::engine::general_purpose::STANDARD.encode(pem);
+    AuthInfo {
+        client_certificate_data: Some(b64(&cert.cert_pem)),
+        client_key_data: Some(b64(&cert.key_pem).into()),
+        ..AuthInfo::default()
+    }
+}
+
 /// `base` reduced to its current context, with that context's user changed by `change`.
 pub(crate) fn derive(base: &Kubeconfig, change: impl FnOnce(&mut AuthInfo)) -> Kubeconfig {
     let mut config = base.clone();

@@ -15,7 +15,7 @@
 //! ```
 //!
 //! Binaries: `kube-apiserver` from `$PODID_KUBE_APISERVER` or `$PODID_CACHE/bin/` (built once by
-//! `scripts/kube-apiserver.sh`), `etcd` from `PATH`. With `PODID_TEST_KUBECONFIG` set, shared
+//! `scripts/kubernetes.sh`), `etcd` from `PATH`. With `PODID_TEST_KUBECONFIG` set, shared
 //! tests use that cluster and start nothing.
 //!
 //! Every address the test kit contacts or binds is on 127.0.0.1.
@@ -24,18 +24,22 @@
 mod binaries;
 mod cluster;
 mod error;
+pub mod forward;
+pub mod images;
 mod kubeconfig;
 pub mod kubelet;
 mod logging;
 mod pki;
 mod process;
+pub mod real;
 mod wait;
 
-pub use binaries::{APISERVER_ENV, Binaries, CACHE_ENV, cache_dir};
+pub use binaries::{APISERVER_ENV, BIN_DIR_ENV, Binaries, CACHE_ENV, cache_dir, workspace_bin};
 pub use cluster::{KUBECONFIG_ENV, TestCluster};
 pub use error::{Error, Result};
 pub use kubelet::{NodeBuilder, PodBuilder};
 pub use logging::init_tracing;
+pub use real::{NodeSpec, RealCluster, RealNode};
 
 /// Audience of the service-account tokens exchanged at Entra ID in federated mode.
 pub const TOKEN_EXCHANGE_AUDIENCE: &str = "api://AzureADTokenExchange";

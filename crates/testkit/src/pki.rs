@@ -23,9 +23,11 @@ pub(crate) struct SigningKey {
 }
 
 /// A certificate authority that lives as long as one cluster.
+#[derive(Clone)]
 pub(crate) struct Ca {
-    issuer: Issuer<'static, KeyPair>,
+    issuer: std::sync::Arc<Issuer<'static, KeyPair>>,
     cert_pem: String,
+    key_pem: String,
 }
 
 impl std::fmt::Debug for Ca {
@@ -43,7 +45,8 @@ impl Ca {
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
         let cert = params.self_signed(&key).map_err(pki("CA certificate"))?;
-        Ok(Self { issuer: Issuer::new(params, key), cert_pem: cert.pem() })
+        let key_pem = key.serialize_pem();
+        Ok(Self { issuer: std::sync::Arc::new(Issuer::new(params, key)), cert_pem: cert.pem(), key_pem })
     }
 
     /// The CA certificate, PEM.
@@ -51,15 +54,42 @@ impl Ca {
         &self.cert_pem
     }
 
-    /// A serving certificate for the API server on loopback, under the names pods would use.
-    pub(crate) fn serving_cert(&self) -> Result<CertAndKey> {
-        let names = ["127.0.0.1", "localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc"];
-        let mut params =
-            CertificateParams::new(names.map(String::from).to_vec()).map_err(pki("serving certificate"))?;
+    /// The CA's private key, PEM (PKCS#8).
+    pub(crate) fn key_pem(&self) -> &str {
+        &self.key_pem
+    }
+
+    /// A serving certificate for the API server on loopback and `extra_ips` (where nodes and pods
+    /// reach it), under the names pods would use.
+    pub(crate) fn serving_cert(&self, extra_ips: &[std::net::IpAddr]) -> Result<CertAndKey> {
+        let names = [
+            "127.0.0.1",
+            "localhost",
+            "kubernetes",
+            "kubernetes.default",
+            "kubernetes.default.svc",
+            "kubernetes.default.svc.cluster.local",
+        ];
+        let mut names: Vec<String> = names.map(String::from).to_vec();
+        names.extend(extra_ips.iter().map(ToString::to_string));
+        let mut params = CertificateParams::new(names).map_err(pki("serving certificate"))?;
         params.distinguished_name.push(DnType::CommonName, "kube-apiserver");
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
         params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
         self.sign(params, "serving certificate")
+    }
+
+    /// A client certificate for user `common_name`, in `group` if given (the API server maps the
+    /// organisation to a group), as kubelets, kube-proxy and the API server's kubelet client use.
+    pub(crate) fn client_cert(&self, common_name: &str, group: Option<&str>) -> Result<CertAndKey> {
+        let mut params = CertificateParams::default();
+        params.distinguished_name.push(DnType::CommonName, common_name);
+        if let Some(group) = group {
+            params.distinguished_name.push(DnType::OrganizationName, group);
+        }
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        self.sign(params, "client certificate")
     }
 
     fn sign(&self, params: CertificateParams, what: &'static str) -> Result<CertAndKey> {

@@ -8,7 +8,9 @@
 //! ```
 //!
 //! On a normal drop the children are killed by their own pid and reaped, then the watchdog is
-//! told `released` and exits. When the test process dies without dropping (a shared cluster in a
+//! told `released` and exits. A cluster with real nodes also names a teardown script
+//! (`teardown <path>`) that the watchdog runs after the kills: what processes leave behind
+//! (cgroups, network namespaces, links) is removed even when the test process dies. When the test process dies without dropping (a shared cluster in a
 //! `static`, `panic = "abort"`, a signal), the kernel closes the pipe; the watchdog reads EOF,
 //! kills every pid it was told about and removes the cluster's folder. A pipe, unlike polling
 //! `kill -0 <pid>`, reacts at once and cannot mistake a new process for the test process.
@@ -24,12 +26,13 @@ use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use crate::{Error, Result};
 
 const WATCHDOG: &str = r#"
-dir=$1; outlive=$2; pids=
+dir=$1; outlive=$2; pids=; teardown=
 trap '' INT HUP
 while IFS= read -r line; do
   case $line in
     "pid "*) pids="$pids ${line#pid }" ;;
     "gone "*) keep=; for p in $pids; do [ "$p" = "${line#gone }" ] || keep="$keep $p"; done; pids=$keep ;;
+    "teardown "*) teardown=${line#teardown } ;;
     released) exit 0 ;;
   esac
 done
@@ -37,6 +40,7 @@ if [ "$outlive" != 0 ]; then
   while kill -0 "$outlive" 2>/dev/null; do sleep 1; done
 fi
 [ -n "$pids" ] && kill -KILL $pids 2>/dev/null
+[ -n "$teardown" ] && [ -f "$teardown" ] && sh "$teardown" >/dev/null 2>&1
 rm -rf "$dir"
 "#;
 
@@ -52,7 +56,7 @@ pub(crate) struct Processes {
 
 #[derive(Debug)]
 struct Supervised {
-    name: &'static str,
+    name: String,
     child: Child,
     log: PathBuf,
     /// Builds the command again, for children that can be stopped and started.
@@ -90,16 +94,23 @@ impl Processes {
     }
 
     /// Starts `command` with stdout and stderr written to `log`, under the watchdog.
-    pub(crate) fn spawn(&mut self, name: &'static str, command: Command, log: PathBuf) -> Result<()> {
-        let child = Self::launch(name, command, &log, false)?;
+    pub(crate) fn spawn(&mut self, name: impl Into<String>, command: Command, log: PathBuf) -> Result<()> {
+        let name = name.into();
+        let child = Self::launch(&name, command, &log, false)?;
         self.adopt(Supervised { name, child, log, recipe: None, stopped: false });
         Ok(())
     }
 
     /// Like [`spawn`](Self::spawn), for a child that [`stop`](Self::stop) and
     /// [`start_again`](Self::start_again) can restart from `recipe`.
-    pub(crate) fn spawn_recipe(&mut self, name: &'static str, recipe: Recipe, log: PathBuf) -> Result<()> {
-        let child = Self::launch(name, (recipe.0)(), &log, false)?;
+    pub(crate) fn spawn_recipe(
+        &mut self,
+        name: impl Into<String>,
+        recipe: Recipe,
+        log: PathBuf,
+    ) -> Result<()> {
+        let name = name.into();
+        let child = Self::launch(&name, (recipe.0)(), &log, false)?;
         self.adopt(Supervised { name, child, log, recipe: Some(recipe), stopped: false });
         Ok(())
     }
@@ -107,8 +118,19 @@ impl Processes {
     fn adopt(&mut self, supervised: Supervised) {
         let pid = supervised.child.id();
         self.tell_watchdog(&format!("pid {pid}"));
-        tracing::debug!(program = supervised.name, pid, log = %supervised.log.display(), "Started");
+        tracing::debug!(program = %supervised.name, pid, log = %supervised.log.display(), "Started");
         self.children.push(supervised);
+    }
+
+    /// Has the watchdog run the shell script at `path` after killing the children, if this process
+    /// dies without dropping (see the module header).
+    pub(crate) fn teardown_on_death(&mut self, path: &Path) {
+        self.tell_watchdog(&format!("teardown {}", path.display()));
+    }
+
+    /// The pid of child `name`, if it is running.
+    pub(crate) fn pid_of(&self, name: &str) -> Option<u32> {
+        self.children.iter().find(|s| s.name == name && !s.stopped).map(|s| s.child.id())
     }
 
     /// Kills child `name` (SIGKILL: a crash, not a graceful shutdown) and reaps it.
@@ -122,6 +144,19 @@ impl Processes {
         Ok(())
     }
 
+    /// Stops every child whose name starts with `prefix` (as [`stop`](Self::stop) does).
+    pub(crate) fn stop_all(&mut self, prefix: &str) {
+        let names: Vec<String> = self
+            .children
+            .iter()
+            .filter(|s| s.name.starts_with(prefix) && !s.stopped)
+            .map(|s| s.name.clone())
+            .collect();
+        for name in names {
+            let _ = self.stop(&name);
+        }
+    }
+
     /// Starts stopped child `name` again from its recipe, its output appended to its log.
     pub(crate) fn start_again(&mut self, name: &str) -> Result<()> {
         let supervised = self.find(name)?;
@@ -132,7 +167,7 @@ impl Processes {
         if !supervised.stopped {
             return Err(Error::Unexpected(format!("{name} is running; stop it first")));
         }
-        let child = Self::launch(supervised.name, (recipe.0)(), &supervised.log, true)?;
+        let child = Self::launch(&supervised.name, (recipe.0)(), &supervised.log, true)?;
         supervised.child = child;
         supervised.stopped = false;
         let pid = supervised.child.id();
@@ -148,7 +183,7 @@ impl Processes {
             .ok_or_else(|| Error::Unexpected(format!("no child process {name}")))
     }
 
-    fn launch(name: &'static str, mut command: Command, log: &Path, append: bool) -> Result<Child> {
+    fn launch(name: &str, mut command: Command, log: &Path, append: bool) -> Result<Child> {
         let io = |source| Error::Io { action: "open log", path: log.to_owned(), source };
         let out = std::fs::OpenOptions::new()
             .create(true)
@@ -201,7 +236,7 @@ impl Drop for Processes {
             // Already exited is fine: `kill` then only reports an error we ignore.
             let _ = supervised.child.kill();
             let _ = supervised.child.wait();
-            tracing::debug!(program = supervised.name, pid, "Stopped");
+            tracing::debug!(program = %supervised.name, pid, "Stopped");
         }
         self.tell_watchdog("released");
         self.heartbeat = None;
@@ -210,7 +245,7 @@ impl Drop for Processes {
 }
 
 fn exited(supervised: &Supervised, status: ExitStatus) -> Error {
-    Error::Exited { program: supervised.name, status, log_tail: log_tail(&supervised.log, 25) }
+    Error::Exited { program: supervised.name.clone(), status, log_tail: log_tail(&supervised.log, 25) }
 }
 
 /// The last `lines` lines of a log file (empty if unreadable).

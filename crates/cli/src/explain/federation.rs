@@ -5,24 +5,16 @@
 //! ```text
 //!  identity federated? ─▶ service account ─▶ subject ─▶ issuer ─▶ FIC on the identity (ARM)?
 //! ```
-//! The decision itself is podid-core's ([`podid_core::federation::decide_federated`]), the one the
-//! agent makes; this module only describes a federated answer.
+//! The decision itself is podid-core's ([`podid_core::decision::decide`]), the one the agent
+//! makes; this module only describes a federated answer.
 use podid_api::resource_id::UserAssignedIdentityId;
 use podid_api::{AzureIdentity, FEDERATED_ANNOTATION, TOKEN_EXCHANGE_AUDIENCE};
 use podid_core::PodView;
-use podid_core::federation::{Federation, subject};
+use podid_core::federation::subject;
 
 use super::key;
-use crate::args::{ExplainPod, Mode};
+use crate::args::ExplainPod;
 use crate::{azure, federated};
-
-/// Which identities the agent federates in `mode`.
-pub(super) fn federation(mode: Mode) -> Federation {
-    match mode {
-        Mode::Federated => Federation::Cluster,
-        Mode::Standard | Mode::Managed => Federation::Annotated,
-    }
-}
 
 /// The chain's lines, and what is missing for Entra ID to accept the exchange (if known).
 #[derive(Debug, Default)]

@@ -70,7 +70,7 @@ pub(crate) async fn identity(
         &pods,
         &bindings,
         &identities,
-        MatchOptions { force_namespaced: args.force_namespaced },
+        MatchOptions { force_namespaced: args.force_namespaced, ..MatchOptions::default() },
     );
     let users: Vec<&matching::Assignment> =
         desired.assignments.values().filter(|a| matching::object_key(&a.identity) == ikey).collect();
@@ -87,11 +87,9 @@ pub(crate) async fn identity(
     }
     for p in &pods {
         let selected = p.binding_selector().is_some_and(|s| mine.iter().any(|b| b.spec.selector == s));
-        if selected && !matching::is_eligible(p) {
-            pod_lines.push(format!(
-                "{} is selected but not eligible (unscheduled, terminating or finished)",
-                p.key
-            ));
+        if selected && !matching::holds_identities(p, MatchOptions::default()) {
+            pod_lines
+                .push(format!("{} is selected but holds no identities (unscheduled or finished)", p.key));
         }
     }
     if pod_lines.is_empty() {

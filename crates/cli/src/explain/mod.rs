@@ -1,15 +1,17 @@
-//! `podid explain`: the decision chain for a pod (or the users of an identity), computed with
-//! podid-core's functions — the same ones the controller and the agent call — and printed as
-//! numbered steps ending in one verdict line.
+//! `podid explain`: the decision chain for a pod (or the users of an identity). `explain pod`
+//! calls the agent's own decision ([`podid_core::decision::decide`]) and prints its trace as
+//! numbered steps ending in one verdict line; it never decides anything itself.
 //!
 //! ```text
-//!  pod ─▶ label ─▶ exceptions ─▶ bindings ─▶ identities ─▶ assignments ─▶ node's scale set ─▶ verdict
-//!                                              └─ federated identity: service account ─▶ subject
-//!                                                 ─▶ issuer ─▶ federated credential on the identity
+//!  pod ─▶ request ─▶ exceptions ─▶ label ─▶ bindings (oldest first) ─▶ assignments ─▶ choice ─▶ node
+//!                      └─ federated identity: service account ─▶ subject ─▶ issuer
+//!                         ─▶ federated credential on the identity                      ─▶ verdict
 //! ```
 mod federation;
 mod identity;
 mod pod;
+#[cfg(test)]
+mod tests;
 
 use std::io::Write;
 

@@ -1,7 +1,9 @@
-//! `podid install`: the manifests that deploy podid on a cluster, as ordered JSON objects.
+//! `podid install`: the manifests that deploy podid on a cluster, built as typed objects
+//! (k8s-openapi and podid-api types, so a misspelt field does not compile) and kept in apply order
+//! as JSON values.
 //!
 //! ```text
-//!  InstallOptions ─▶ render ─▶ [CRDs, ServiceAccounts, RBAC, controller, agent, exceptions, policy]
+//!  InstallOptions ─▶ render ─▶ [CRDs, ServiceAccounts, RBAC, trusted CA, controller, agent, exceptions, policy]
 //!                                 │
 //!                     print as YAML (podid install) │ apply server-side (podid install --apply)
 //! ```
@@ -13,12 +15,12 @@ mod crds;
 pub mod kustomize;
 mod policy;
 mod rbac;
+mod trust;
 mod workloads;
 
 use std::io::Write;
 use std::process::ExitCode;
 
-use clap::ValueEnum;
 use serde_json::Value;
 
 use crate::error::{Error, Result};
@@ -26,6 +28,7 @@ use crate::error::{Error, Result};
 pub use apply::apply;
 pub use crds::CRD_YAML;
 pub use policy::{AKS_ADDON_EXCEPTION, MIC_EXCEPTION, NET_RAW_CONSTRAINT};
+pub use trust::TRUSTED_CA_CONFIGMAP;
 pub use workloads::{MIC_DEPLOYMENT, NMI_DAEMONSET};
 
 /// Name of the controller's ServiceAccount.
@@ -37,33 +40,8 @@ pub const FIELD_MANAGER: &str = "podid-install";
 /// Label on every object `install` renders (what `uninstall` looks for).
 pub const PART_OF_LABEL: (&str, &str) = ("app.kubernetes.io/part-of", "podid");
 
-/// How podid runs on the cluster.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
-pub enum Mode {
-    /// Controller + agent: the controller assigns identities to the nodes' scale sets.
-    #[default]
-    Standard,
-    /// Agent only: identities are assigned to the scale sets out of band (AKS managed mode).
-    Managed,
-    /// Agent only: tokens by workload identity federation (service account token exchange).
-    Federated,
-}
-
-impl Mode {
-    /// The agent's `--operation-mode` value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Standard => "standard",
-            Self::Managed => "managed",
-            Self::Federated => "federated",
-        }
-    }
-
-    /// Whether the controller is deployed.
-    pub fn has_controller(self) -> bool {
-        self == Self::Standard
-    }
-}
+/// How podid runs on the cluster: the workspace's one [`podid_core::Mode`].
+pub use podid_core::Mode;
 
 /// What to install.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,6 +63,16 @@ pub struct InstallOptions {
     /// `podid.io/federated`), so the agent may create service-account tokens. Implied by
     /// [`Mode::Federated`].
     pub federated_identities: bool,
+    /// Azure Resource Manager, when not the public cloud's (controller `--arm-endpoint`).
+    pub arm_endpoint: Option<String>,
+    /// Entra ID's authority host, when not the public cloud's (`--aad-authority`).
+    pub aad_authority: Option<String>,
+    /// The instance metadata service, when not at 169.254.169.254 (agent `--imds-endpoint`).
+    pub imds_endpoint: Option<String>,
+    /// An extra CA (PEM) both components trust, rendered as ConfigMap `podid-trusted-ca`.
+    pub trusted_ca_pem: Option<String>,
+    /// The agent's `--identity-not-found-status` (400, the agent's default, is not rendered).
+    pub identity_not_found_status: u16,
 }
 
 impl Default for InstallOptions {
@@ -97,6 +85,11 @@ impl Default for InstallOptions {
             tag: DEFAULT_TAG.into(),
             tenant_id: None,
             federated_identities: false,
+            arm_endpoint: None,
+            aad_authority: None,
+            imds_endpoint: None,
+            trusted_ca_pem: None,
+            identity_not_found_status: 400,
         }
     }
 }
@@ -118,11 +111,39 @@ pub fn render(opts: &InstallOptions) -> Result<Vec<Value>> {
     if opts.image_registry.trim().is_empty() || opts.tag.trim().is_empty() {
         return Err(Error::Usage("--image-registry and --tag must not be empty".into()));
     }
-    let mut out = crds::crds()?;
-    out.extend(rbac::objects(opts));
-    out.extend(workloads::objects(opts));
-    out.extend(policy::objects(opts));
-    Ok(out)
+    let mut out = Rendered(crds::crds()?);
+    rbac::objects(opts, &mut out)?;
+    if let Some(config_map) = trust::config_map(opts) {
+        out.push(&config_map)?;
+    }
+    workloads::objects(opts, &mut out)?;
+    policy::objects(opts, &mut out)?;
+    Ok(out.0)
+}
+
+/// Rendered objects, in apply order.
+pub(crate) struct Rendered(Vec<Value>);
+
+impl Rendered {
+    /// Appends a typed object (its `apiVersion` and `kind` are part of its serialised form).
+    pub(crate) fn push<T: serde::Serialize>(&mut self, object: &T) -> Result<()> {
+        self.0.push(serde_json::to_value(object).map_err(|e| Error::Serialize(e.to_string()))?);
+        Ok(())
+    }
+}
+
+/// The metadata of a rendered object: its name, namespace and podid's labels.
+pub(crate) fn meta(
+    name: &str,
+    namespace: Option<&str>,
+    component: Option<&str>,
+) -> k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+    k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+        name: Some(name.to_owned()),
+        namespace: namespace.map(str::to_owned),
+        labels: Some(labels(component)),
+        ..Default::default()
+    }
 }
 
 /// The objects as multi-document YAML.
@@ -136,13 +157,22 @@ pub fn to_yaml(objects: &[Value]) -> Result<String> {
 }
 
 /// `metadata.labels` every rendered object carries, plus `component`'s.
-pub(crate) fn labels(component: Option<&str>) -> serde_json::Map<String, Value> {
-    let mut m = serde_json::Map::new();
-    m.insert(PART_OF_LABEL.0.into(), PART_OF_LABEL.1.into());
+pub(crate) fn labels(component: Option<&str>) -> std::collections::BTreeMap<String, String> {
+    let mut m = std::collections::BTreeMap::from([(PART_OF_LABEL.0.to_owned(), PART_OF_LABEL.1.to_owned())]);
     if let Some(c) = component {
         m.insert("app.kubernetes.io/component".into(), c.into());
     }
     m
+}
+
+/// Reads a PEM CA certificate for `--trusted-ca-file`.
+fn read_ca(path: &std::path::Path) -> Result<String> {
+    let pem = std::fs::read_to_string(path)
+        .map_err(|e| Error::Usage(format!("--trusted-ca-file {}: {e}", path.display())))?;
+    if !pem.contains("-----BEGIN CERTIFICATE-----") {
+        return Err(Error::Usage(format!("--trusted-ca-file {}: no PEM certificate in it", path.display())));
+    }
+    Ok(pem)
 }
 
 /// Runs `podid install`: prints the manifests, or applies them when a client is given.
@@ -159,6 +189,14 @@ pub async fn run(
         tag: args.tag.clone(),
         tenant_id: args.tenant_id.clone(),
         federated_identities: args.federated_identities,
+        arm_endpoint: args.arm_endpoint.as_ref().map(|u| u.as_str().trim_end_matches('/').to_owned()),
+        aad_authority: args.aad_authority.as_ref().map(|u| u.as_str().trim_end_matches('/').to_owned()),
+        imds_endpoint: args.imds_endpoint.as_ref().map(|u| u.as_str().trim_end_matches('/').to_owned()),
+        trusted_ca_pem: match &args.trusted_ca_file {
+            Some(path) => Some(read_ca(path)?),
+            None => None,
+        },
+        identity_not_found_status: args.identity_not_found_status,
     };
     let objects = render(&opts)?;
     match client {

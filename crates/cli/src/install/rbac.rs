@@ -9,18 +9,29 @@
 //!                          assigned identities; get secrets; federated mode (or
 //!                          --federated-identities): create serviceaccounts/token
 //! ```
-use serde_json::{Value, json};
+use k8s_openapi::api::core::v1::ServiceAccount;
+use k8s_openapi::api::rbac::v1::{
+    ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject,
+};
 
-use super::{InstallOptions, MIC_SERVICE_ACCOUNT, Mode, NMI_SERVICE_ACCOUNT, labels};
+use super::{InstallOptions, MIC_SERVICE_ACCOUNT, Mode, NMI_SERVICE_ACCOUNT, Rendered, meta};
+use crate::error::Result;
 
 const GROUP: &str = "aadpodidentity.k8s.io";
+const RBAC_GROUP: &str = "rbac.authorization.k8s.io";
 
-fn rule(group: &str, resources: &[&str], verbs: &[&str]) -> Value {
-    json!({ "apiGroups": [group], "resources": resources, "verbs": verbs })
+fn rule(group: &str, resources: &[&str], verbs: &[&str]) -> PolicyRule {
+    let strings = |items: &[&str]| items.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+    PolicyRule {
+        api_groups: Some(vec![group.to_owned()]),
+        resources: Some(strings(resources)),
+        verbs: strings(verbs),
+        ..Default::default()
+    }
 }
 
 /// The controller's cluster-wide rules.
-pub(crate) fn mic_rules() -> Vec<Value> {
+pub(crate) fn mic_rules() -> Vec<PolicyRule> {
     vec![
         rule("", &["pods", "nodes"], &["list", "watch"]),
         rule(GROUP, &["azureidentities", "azureidentitybindings"], &["list", "watch"]),
@@ -30,7 +41,7 @@ pub(crate) fn mic_rules() -> Vec<Value> {
 }
 
 /// The controller's rules in its own namespace: its leader-election Lease.
-pub(crate) fn mic_lease_rules() -> Vec<Value> {
+pub(crate) fn mic_lease_rules() -> Vec<PolicyRule> {
     vec![rule("coordination.k8s.io", &["leases"], &["get", "create", "update"])]
 }
 
@@ -40,7 +51,7 @@ pub(crate) fn mic_lease_rules() -> Vec<Value> {
 /// (identities annotated `podid.io/federated` in a standard or managed cluster) — may request
 /// tokens for pods' service accounts: the grant lets it mint a token for any service account, so it
 /// is not rendered where nothing needs it.
-pub(crate) fn nmi_rules(mode: Mode, federated_identities: bool) -> Vec<Value> {
+pub(crate) fn nmi_rules(mode: Mode, federated_identities: bool) -> Vec<PolicyRule> {
     let mut rules = vec![
         rule("", &["pods"], &["list", "watch"]),
         rule(
@@ -61,72 +72,62 @@ pub(crate) fn nmi_rules(mode: Mode, federated_identities: bool) -> Vec<Value> {
     rules
 }
 
-fn service_account(name: &str, ns: &str, component: &str) -> Value {
-    json!({
-        "apiVersion": "v1",
-        "kind": "ServiceAccount",
-        "metadata": { "name": name, "namespace": ns, "labels": labels(Some(component)) },
-    })
+fn subject(name: &str, ns: &str) -> Vec<Subject> {
+    vec![Subject {
+        kind: "ServiceAccount".into(),
+        name: name.into(),
+        namespace: Some(ns.into()),
+        ..Default::default()
+    }]
 }
 
-fn cluster_role(name: &str, component: &str, rules: Vec<Value>) -> Value {
-    json!({
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "ClusterRole",
-        "metadata": { "name": name, "labels": labels(Some(component)) },
-        "rules": rules,
-    })
+fn role_ref(kind: &str, name: &str) -> RoleRef {
+    RoleRef { api_group: Some(RBAC_GROUP.into()), kind: kind.into(), name: name.into() }
 }
 
-fn cluster_role_binding(name: &str, ns: &str, component: &str) -> Value {
-    json!({
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "ClusterRoleBinding",
-        "metadata": { "name": name, "labels": labels(Some(component)) },
-        "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name },
-        "subjects": [{ "kind": "ServiceAccount", "name": name, "namespace": ns }],
+/// The ServiceAccount `name` of `component`, its ClusterRole and their binding.
+fn account(out: &mut Rendered, name: &str, ns: &str, component: &str, rules: Vec<PolicyRule>) -> Result<()> {
+    out.push(&ServiceAccount { metadata: meta(name, Some(ns), Some(component)), ..Default::default() })?;
+    out.push(&ClusterRole {
+        metadata: meta(name, None, Some(component)),
+        rules: Some(rules),
+        ..Default::default()
+    })?;
+    out.push(&ClusterRoleBinding {
+        metadata: meta(name, None, Some(component)),
+        role_ref: role_ref("ClusterRole", name),
+        subjects: Some(subject(name, ns)),
     })
 }
 
 /// ServiceAccounts, roles and bindings of the components `opts.mode` deploys.
-pub(crate) fn objects(opts: &InstallOptions) -> Vec<Value> {
+pub(crate) fn objects(opts: &InstallOptions, out: &mut Rendered) -> Result<()> {
     let ns = opts.namespace.as_str();
-    let mut out = Vec::new();
     if opts.mode.has_controller() {
         let name = MIC_SERVICE_ACCOUNT;
+        account(out, name, ns, "mic", mic_rules())?;
         let lease_role = format!("{name}-leader-election");
-        out.push(service_account(name, ns, "mic"));
-        out.push(cluster_role(name, "mic", mic_rules()));
-        out.push(cluster_role_binding(name, ns, "mic"));
-        out.push(json!({
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "Role",
-            "metadata": { "name": lease_role, "namespace": ns, "labels": labels(Some("mic")) },
-            "rules": mic_lease_rules(),
-        }));
-        out.push(json!({
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "RoleBinding",
-            "metadata": { "name": lease_role, "namespace": ns, "labels": labels(Some("mic")) },
-            "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": lease_role },
-            "subjects": [{ "kind": "ServiceAccount", "name": name, "namespace": ns }],
-        }));
+        out.push(&Role {
+            metadata: meta(&lease_role, Some(ns), Some("mic")),
+            rules: Some(mic_lease_rules()),
+        })?;
+        out.push(&RoleBinding {
+            metadata: meta(&lease_role, Some(ns), Some("mic")),
+            role_ref: role_ref("Role", &lease_role),
+            subjects: Some(subject(name, ns)),
+        })?;
     }
-    let name = NMI_SERVICE_ACCOUNT;
-    out.push(service_account(name, ns, "nmi"));
-    out.push(cluster_role(name, "nmi", nmi_rules(opts.mode, opts.federated_identities)));
-    out.push(cluster_role_binding(name, ns, "nmi"));
-    out
+    account(out, NMI_SERVICE_ACCOUNT, ns, "nmi", nmi_rules(opts.mode, opts.federated_identities))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn grants(rules: &[Value], resource: &str, verb: &str) -> bool {
+    fn grants(rules: &[PolicyRule], resource: &str, verb: &str) -> bool {
         rules.iter().any(|r| {
-            r["resources"].as_array().is_some_and(|a| a.iter().any(|x| x == resource))
-                && r["verbs"].as_array().is_some_and(|a| a.iter().any(|x| x == verb))
+            r.resources.as_ref().is_some_and(|a| a.iter().any(|x| x == resource))
+                && r.verbs.iter().any(|x| x == verb)
         })
     }
 

@@ -56,7 +56,7 @@ pub fn arm(emu: &RunningEmulator) -> ArmClient {
 pub fn controller(client: kube::Client, emu: &RunningEmulator, ns: &str) -> Running {
     let config = Config {
         settings: Settings {
-            match_options: MatchOptions { force_namespaced: false },
+            match_options: MatchOptions::default(),
             batch_window: Duration::from_millis(50),
             drift_interval: None,
             base_backoff: Duration::from_secs(1),

@@ -1,10 +1,10 @@
+use super::decision::{case, refused, served};
 use super::*;
-use crate::agent::{Options, Outcome, Request};
+use crate::agent::Request;
+use crate::decision::Outcome;
 use crate::federation::*;
 use crate::matching::{MatchOptions, desired};
-use crate::{Diagnostic, PodView};
-
-const OPTS: Options<'static> = Options { force_namespaced: false, mic_namespace: "kube-system" };
+use crate::{Diagnostic, Mode};
 
 fn federated(mut identity: AzureIdentity) -> AzureIdentity {
     identity
@@ -15,124 +15,93 @@ fn federated(mut identity: AzureIdentity) -> AzureIdentity {
     identity
 }
 
-fn decide<'a>(
-    pod: &PodView,
-    req: &Request<'_>,
-    bindings: &'a [AzureIdentityBinding],
-    identities: &'a [AzureIdentity],
-    federation: Federation,
-) -> Option<Outcome<'a>> {
-    let lookup = |ns: &str, name: &str| {
-        identities
-            .iter()
-            .find(|i| i.metadata.namespace.as_deref() == Some(ns) && i.metadata.name.as_deref() == Some(name))
-    };
-    let bound = bound_identities(pod, bindings, lookup, OPTS);
-    decide_federated(pod, req, &bound, [], OPTS, federation)
-}
-
-fn served<'a>(o: Option<Outcome<'a>>) -> &'a str {
-    match o {
-        Some(Outcome::Serve(i)) => i.metadata.name.as_deref().unwrap(),
-        other => panic!("expected a token, got {other:?}"),
-    }
-}
-
 #[test]
 fn annotated_identity_is_served_from_bindings_without_an_assignment() {
-    let ids = [federated(mk_identity("a", "fed"))];
-    let bindings = [mk_binding("a", "b", "fed", "demo")];
+    let c = case(Mode::Standard)
+        .identity(federated(mk_identity("a", "fed")))
+        .binding(mk_binding("a", "b", "fed", "demo"));
     let pod = mk_pod("a", "p", "n", "demo");
-    assert_eq!(served(decide(&pod, &Request::default(), &bindings, &ids, Federation::Annotated)), "fed");
+    let o = c.decide(&pod, &Request::default());
+    assert_eq!(served(&o), "fed");
+    assert!(matches!(o, Outcome::Serve(s) if s.federated && s.assignment.is_none()));
 }
 
 #[test]
-fn unannotated_identity_is_left_to_the_standard_decision() {
-    let ids = [mk_identity("a", "plain")];
-    let bindings = [mk_binding("a", "b", "plain", "demo")];
+fn unannotated_identity_is_left_to_the_assignment() {
+    let c = case(Mode::Standard).bound("a", "plain");
     let pod = mk_pod("a", "p", "n", "demo");
-    assert_eq!(decide(&pod, &Request::default(), &bindings, &ids, Federation::Annotated), None);
+    assert!(matches!(c.decide(&pod, &Request::default()), Outcome::Pending(_)));
 }
 
 #[test]
 fn cluster_mode_federates_every_user_assigned_identity() {
-    let ids = [mk_identity("a", "plain")];
-    let bindings = [mk_binding("a", "b", "plain", "demo")];
+    let c = case(Mode::Federated).bound("a", "plain");
     let pod = mk_pod("a", "p", "n", "demo");
-    assert!(Federation::Cluster.covers(&ids[0]) && !Federation::Annotated.covers(&ids[0]));
-    assert_eq!(served(decide(&pod, &Request::default(), &bindings, &ids, Federation::Cluster)), "plain");
+    assert!(
+        Federation::Cluster.covers(&c.snap.identities[0])
+            && !Federation::Annotated.covers(&c.snap.identities[0])
+    );
+    assert!(matches!(c.decide(&pod, &Request::default()), Outcome::Serve(s) if s.federated));
 }
 
 #[test]
 fn cluster_mode_refuses_a_pod_with_no_binding_as_not_found() {
-    let ids = [mk_identity("a", "plain")];
-    let bindings = [mk_binding("a", "b", "plain", "demo")];
+    let c = case(Mode::Federated).bound("a", "plain");
     let pod = mk_pod("a", "p", "n", "other");
-    match decide(&pod, &Request::default(), &bindings, &ids, Federation::Cluster) {
-        Some(Outcome::Refuse(r)) => assert_eq!(r.status(false), (404, false)),
-        other => panic!("expected a refusal, got {other:?}"),
-    }
+    assert_eq!(refused(&c.decide(&pod, &Request::default())).status(false), (404, false));
 }
 
 #[test]
 fn cluster_mode_keeps_service_principals_as_service_principals() {
-    let ids = [mk_sp_identity("a", "sp")];
-    let bindings = [mk_binding("a", "b", "sp", "demo")];
+    let c =
+        case(Mode::Federated).identity(mk_sp_identity("a", "sp")).binding(mk_binding("a", "b", "sp", "demo"));
     let pod = mk_pod("a", "p", "n", "demo");
-    assert!(!Federation::Cluster.covers(&ids[0]));
-    assert_eq!(served(decide(&pod, &Request::default(), &bindings, &ids, Federation::Cluster)), "sp");
+    assert!(!Federation::Cluster.covers(&c.snap.identities[0]));
+    assert!(matches!(c.decide(&pod, &Request::default()), Outcome::Serve(s) if !s.federated));
 }
 
 #[test]
 fn annotated_service_principal_is_refused_with_the_reason() {
-    let ids = [federated(mk_sp_identity("a", "sp"))];
-    let bindings = [mk_binding("a", "b", "sp", "demo")];
+    let c = case(Mode::Standard)
+        .identity(federated(mk_sp_identity("a", "sp")))
+        .binding(mk_binding("a", "b", "sp", "demo"));
     let pod = mk_pod("a", "p", "n", "demo");
-    match decide(&pod, &Request::default(), &bindings, &ids, Federation::Annotated) {
-        Some(Outcome::Refuse(r)) => {
-            assert_eq!(r.status(false), (403, false));
-            assert!(
-                r.message.contains("only user-assigned identities (type 0) can be federated"),
-                "{}",
-                r.message
-            );
-        }
-        other => panic!("expected a refusal, got {other:?}"),
-    }
+    let r = refused(&c.decide(&pod, &Request::default())).clone();
+    assert_eq!(r.status(false), (403, false));
+    assert!(r.message.contains("only user-assigned identities (type 0) can be federated"), "{}", r.message);
 }
 
 #[test]
 fn request_naming_another_client_id_is_not_served_the_federated_identity() {
-    let ids = [federated(mk_identity("a", "fed"))];
-    let bindings = [mk_binding("a", "b", "fed", "demo")];
+    let c = case(Mode::Standard)
+        .identity(federated(mk_identity("a", "fed")))
+        .binding(mk_binding("a", "b", "fed", "demo"));
     let pod = mk_pod("a", "p", "n", "demo");
     let other = client_id("other");
     let req = Request { client_id: Some(&other), ..Request::default() };
-    assert_eq!(decide(&pod, &req, &bindings, &ids, Federation::Annotated), None);
+    assert_eq!(refused(&c.decide(&pod, &req)).status(false), (404, false));
     let mine = client_id("fed").to_uppercase();
     let req = Request { client_id: Some(&mine), ..Request::default() };
-    assert_eq!(served(decide(&pod, &req, &bindings, &ids, Federation::Annotated)), "fed");
+    assert_eq!(served(&c.decide(&pod, &req)), "fed");
 }
 
 #[test]
 fn namespaced_federated_identity_does_not_serve_other_namespaces() {
-    let ids = [namespaced(federated(mk_identity("a", "fed")))];
-    let bindings = [mk_binding("a", "b", "fed", "demo")];
+    let c = case(Mode::Standard)
+        .identity(namespaced(federated(mk_identity("a", "fed"))))
+        .binding(mk_binding("a", "b", "fed", "demo"));
     let pod = mk_pod("other", "p", "n", "demo");
-    assert_eq!(decide(&pod, &Request::default(), &bindings, &ids, Federation::Annotated), None);
+    assert_eq!(refused(&c.decide(&pod, &Request::default())).status(false), (404, false));
 }
 
 #[test]
 fn excepted_pod_goes_direct_before_any_federation() {
-    let ids = [federated(mk_identity("a", "fed"))];
-    let bindings = [mk_binding("a", "b", "fed", "demo")];
+    let c = case(Mode::Standard)
+        .identity(federated(mk_identity("a", "fed")))
+        .binding(mk_binding("a", "b", "fed", "demo"))
+        .exception(mk_exception("a", "e", &[("skip", "yes")]));
     let pod = mk_pod("a", "p", "n", "demo").label("skip", "yes");
-    let exceptions = [mk_exception("a", "e", &[("skip", "yes")])];
-    let lookup = |_: &str, _: &str| ids.first();
-    let bound = bound_identities(&pod, &bindings, lookup, OPTS);
-    let outcome =
-        decide_federated(&pod, &Request::default(), &bound, &exceptions, OPTS, Federation::Annotated);
-    assert!(matches!(outcome, Some(Outcome::Direct(_))), "{outcome:?}");
+    assert!(matches!(c.decide(&pod, &Request::default()), Outcome::Direct(_)));
 }
 
 #[test]
@@ -172,7 +141,10 @@ fn assigned_identity_later_annotated_federated_is_handed_over_to_the_agent() {
         assigned.iter().map(|a| a.metadata.name.clone()).collect::<Vec<_>>(),
         "the controller removes the assignment (and the identity from the scale set) once it is federated"
     );
-    let ids = [federated(mk_identity("a", "id"))];
-    let served_by_agent = decide(&pods[0], &Request::default(), &bindings, &ids, Federation::Annotated);
-    assert_eq!(served(served_by_agent), "id", "and the agent serves it through federation");
+    let c = case(Mode::Standard).identity(federated(mk_identity("a", "id"))).binding(bindings[0].clone());
+    assert_eq!(
+        served(&c.decide(&pods[0], &Request::default())),
+        "id",
+        "and the agent serves it through federation"
+    );
 }

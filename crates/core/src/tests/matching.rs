@@ -60,7 +60,7 @@ fn force_namespaced_refuses_cross_namespace_match_with_a_diagnostic() {
         &[mk_pod("other", "p", "n", "demo")],
         &[mk_binding("app", "b", "id", "demo")],
         &[mk_identity("app", "id")],
-        MatchOptions { force_namespaced: true },
+        MatchOptions { force_namespaced: true, ..MatchOptions::default() },
     );
     assert!(d.assignments.is_empty());
     assert!(matches!(d.diagnostics[..], [Diagnostic::NamespaceMismatch { .. }]));
@@ -126,11 +126,10 @@ fn several_identities_behind_one_selector_all_apply() {
 }
 
 #[test]
-fn unscheduled_terminating_and_finished_pods_get_nothing() {
+fn unscheduled_and_finished_pods_get_nothing() {
     use crate::pod::Phase;
     let pods = [
         mk_pod("app", "a", "n", "demo").unscheduled(),
-        mk_pod("app", "b", "n", "demo").terminating(),
         mk_pod("app", "c", "n", "demo").phase(Phase::Succeeded),
         mk_pod("app", "d", "n", "demo").phase(Phase::Failed),
         mk_pod("app", "e", "n", "demo").phase(Phase::Pending),
@@ -142,6 +141,19 @@ fn unscheduled_terminating_and_finished_pods_get_nothing() {
         MatchOptions::default(),
     );
     assert_eq!(names(&d), ["default/e-app-id"]);
+}
+
+#[test]
+fn terminating_pod_keeps_its_assignment_until_its_containers_stop_unless_released() {
+    use crate::pod::Phase;
+    let bindings = [mk_binding("app", "b", "id", "demo")];
+    let ids = [mk_identity("app", "id")];
+    let stopping = [mk_pod("app", "t", "n", "demo").terminating()];
+    assert_eq!(names(&desired(&stopping, &bindings, &ids, MatchOptions::default())), ["default/t-app-id"]);
+    let release = MatchOptions { release_terminating: true, ..MatchOptions::default() };
+    assert!(names(&desired(&stopping, &bindings, &ids, release)).is_empty());
+    let stopped = [mk_pod("app", "t", "n", "demo").terminating().phase(Phase::Failed)];
+    assert!(names(&desired(&stopped, &bindings, &ids, MatchOptions::default())).is_empty());
 }
 
 #[test]

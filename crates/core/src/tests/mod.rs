@@ -13,10 +13,12 @@ use crate::pod::Phase;
 use crate::{PodKey, PodView};
 
 mod agent;
+mod decision;
 mod diff;
 mod federation;
 mod matching;
 mod props;
+mod props_decision;
 mod scaleset;
 
 /// No assigned identities yet.

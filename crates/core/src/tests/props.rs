@@ -20,11 +20,11 @@ const NAMESPACES: [&str; 2] = ["a", "b"];
 const NODES: [&str; 3] = ["node-0", "node-1", "node-2"];
 
 #[derive(Clone, Debug)]
-struct World {
-    pods: Vec<PodView>,
-    bindings: Vec<AzureIdentityBinding>,
-    identities: Vec<AzureIdentity>,
-    force_namespaced: bool,
+pub(crate) struct World {
+    pub pods: Vec<PodView>,
+    pub bindings: Vec<AzureIdentityBinding>,
+    pub identities: Vec<AzureIdentity>,
+    pub force_namespaced: bool,
 }
 
 fn arb_pod() -> impl Strategy<Value = PodView> {
@@ -61,7 +61,7 @@ fn dedup<T, K: Ord>(items: Vec<T>, key: impl Fn(&T) -> K) -> Vec<T> {
     items.into_iter().filter(|i| seen.insert(key(i))).collect()
 }
 
-fn arb_world() -> impl Strategy<Value = World> {
+pub(crate) fn arb_world() -> impl Strategy<Value = World> {
     (
         prop::collection::vec(arb_pod(), 0..10),
         prop::collection::vec(arb_binding(), 0..6),
@@ -77,12 +77,12 @@ fn arb_world() -> impl Strategy<Value = World> {
 }
 
 impl World {
-    fn desired(&self) -> crate::matching::Desired {
+    pub(crate) fn desired(&self) -> crate::matching::Desired {
         desired(
             &self.pods,
             &self.bindings,
             &self.identities,
-            MatchOptions { force_namespaced: self.force_namespaced },
+            MatchOptions { force_namespaced: self.force_namespaced, ..MatchOptions::default() },
         )
     }
 }
@@ -104,7 +104,7 @@ fn node_targets() -> BTreeMap<String, Target> {
 
 /// What the controller does with a plan: create, rewrite and delete objects, and (the ARM part
 /// succeeding) mark everything Assigned.
-fn apply(world: &World, current: Vec<AzureAssignedIdentity>) -> Vec<AzureAssignedIdentity> {
+pub(crate) fn apply(world: &World, current: Vec<AzureAssignedIdentity>) -> Vec<AzureAssignedIdentity> {
     let p = plan(&world.desired(), &current);
     let deleted: BTreeSet<_> = p.delete.iter().map(|a| a.metadata.name.clone()).collect();
     let updated: BTreeMap<_, _> =

@@ -2,7 +2,8 @@
 //! start.
 //!
 //! A PATCH (or PUT) that carries `identity` is checked in ARM's order: write permission on the resource
-//! (`AuthorizationFailed`), the 150-per-request limit, `assign/action` on every added identity
+//! (`AuthorizationFailed`), members the model does not have (`InvalidRequestContent`, see
+//! [`super::members`]), the 150-per-request limit, the same id twice (`DuplicateIdentityIds`), `assign/action` on every added identity
 //! (`LinkedAuthorizationFailed`, quoting the ids), existence of every added identity
 //! (`FailedIdentityOperation`, quoting the ids). It then answers **200** with the resource in
 //! `Updating` (or `Succeeded` when the configured duration is 0) and an `Azure-AsyncOperation` URL whose
@@ -15,7 +16,7 @@ use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, Method, StatusCode};
 use serde_json::{Value, json};
 
-use super::{ArmError, Ctx, ok, with_status};
+use super::{ArmError, Ctx, members, ok, with_status};
 use crate::clock;
 use crate::model::identity_block::{IdentityBlock, IdentityPatch, PatchError, apply_patch};
 use crate::model::{Operation, Provisioning, ScaleSet, VirtualMachine, World, compute_id};
@@ -263,7 +264,13 @@ fn write(ctx: &Ctx, kind: Kind, rg: &str, name: &str, id: &str, key: &str) -> Re
     let write_action = format!("{}/write", kind.provider_type());
     ctx.require(&write_action, id)?;
     require_group(ctx, rg)?;
-    let body = ctx.json_body()?;
+    let shape = match (kind, ctx.method == Method::PUT) {
+        (Kind::ScaleSet, true) => &members::SCALE_SET,
+        (Kind::ScaleSet, false) => &members::SCALE_SET_UPDATE,
+        (Kind::Vm, true) => &members::VM,
+        (Kind::Vm, false) => &members::VM_UPDATE,
+    };
+    let body = ctx.body_as(shape)?;
     let exists = parts(&mut ctx.shared.world.write(), kind, key);
     let created = exists.is_none();
     if created && ctx.method == Method::PATCH {
@@ -367,6 +374,7 @@ fn patch_error(e: PatchError, resource: &str) -> ArmError {
             ),
         ),
         PatchError::TooMany(_) => ArmError::bad_request("BadRequest", e.to_string()),
+        PatchError::Duplicate(_) => ArmError::bad_request("DuplicateIdentityIds", e.to_string()),
         PatchError::InvalidType(_) | PatchError::InvalidValue(_) | PatchError::NeedsUserIdentities(_) => {
             ArmError::bad_request("InvalidParameter", e.to_string())
         }

@@ -67,7 +67,7 @@ pub fn group(ctx: &Ctx, rg: &str) -> Result<Response, ArmError> {
         }
         Method::PUT | Method::PATCH => {
             ctx.require(WRITE, &id)?;
-            let body = ctx.json_body()?;
+            let body = ctx.body_as(&super::members::RESOURCE_GROUP)?;
             let mut world = ctx.shared.world.write();
             let existing = world.group(rg).cloned();
             let location = match (body.get("location").and_then(Value::as_str), &existing) {

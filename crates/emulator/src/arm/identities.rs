@@ -84,7 +84,7 @@ pub fn identity(ctx: &Ctx, rg: &str, name: &str) -> Result<Response, ArmError> {
         }
         Method::PUT | Method::PATCH => {
             ctx.require(WRITE, &id)?;
-            let body = ctx.json_body()?;
+            let body = ctx.body_as(&super::members::USER_ASSIGNED_IDENTITY)?;
             let mut world = ctx.shared.world.write();
             world.group(rg).ok_or_else(|| ArmError::group_not_found(rg))?;
             let key = world.identity_key(rg, name);
@@ -182,7 +182,7 @@ pub fn fic(ctx: &Ctx, rg: &str, name: &str, fic: &str) -> Result<Response, ArmEr
         }
         Method::PUT => {
             ctx.require(FIC_WRITE, &id)?;
-            let cred = parse_fic(fic, &ctx.json_body()?)?;
+            let cred = parse_fic(fic, &ctx.body_as(&super::members::FEDERATED_CREDENTIAL)?)?;
             let mut world = ctx.shared.world.write();
             let key = world.identity_key(rg, name);
             let u = world.identities.get_mut(&key).ok_or_else(|| not_found(name, rg))?;

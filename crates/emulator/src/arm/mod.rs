@@ -9,6 +9,7 @@ mod compute;
 mod error;
 mod groups;
 mod identities;
+pub mod members;
 pub mod path;
 mod roles;
 
@@ -81,6 +82,12 @@ impl Ctx {
             Ok(other) => Err(ArmError::invalid_content(format!("expected an object, got {other}"))),
             Err(e) => Err(ArmError::invalid_content(e)),
         }
+    }
+
+    /// The request body as an object of `shape`'s model: unknown members refused as ARM refuses
+    /// them, the others spelled as the model spells them (see [`members`]).
+    pub fn body_as(&self, shape: &members::Shape) -> Result<serde_json::Map<String, Value>, ArmError> {
+        members::conform(self.json_body()?, shape, &self.body)
     }
 
     /// A page of `items` with an absolute `nextLink` carrying `api-version` when more remain.

@@ -89,7 +89,7 @@ pub fn assignment(ctx: &Ctx, scope: &str, name: &str) -> Result<Response, ArmErr
         }
         Method::PUT => {
             ctx.require(WRITE, scope)?;
-            let body = ctx.json_body()?;
+            let body = ctx.body_as(&super::members::ROLE_ASSIGNMENT)?;
             let props = body.get("properties").and_then(Value::as_object);
             let field = |k: &str| {
                 props.and_then(|p| p.get(k)).and_then(Value::as_str).unwrap_or_default().to_string()

@@ -117,7 +117,10 @@ fn serve(state: &NodeState, headers: &HeaderMap, uri: &Uri, section: Option<&str
     };
     for part in section.unwrap_or_default().split('/').filter(|p| !p.is_empty()) {
         let next = match &doc {
-            Value::Object(m) => m.get(part).cloned(),
+            Value::Object(m) => m
+                .get(part)
+                .or_else(|| m.iter().find(|(k, _)| k.eq_ignore_ascii_case(part)).map(|(_, v)| v))
+                .cloned(),
             Value::Array(a) => part.parse::<usize>().ok().and_then(|i| a.get(i).cloned()),
             _ => None,
         };

@@ -1,6 +1,10 @@
 //! IMDS, one plain-HTTP listener per node (scale set instance or VM), as `169.254.169.254` would be
 //! seen from that machine: `/metadata/identity/oauth2/token` for the identities assigned to the node's
 //! VM or scale set, and `/metadata/instance` with the compute and network documents.
+//!
+//! Paths match case-insensitively, as Azure's IMDS does (`/Metadata/Instance/Compute/VMID` is
+//! `/metadata/instance/compute/vmId`): the path is lower-cased before routing and document sections
+//! are looked up ignoring case. Faults and the request log see the path as it was sent.
 
 mod instance;
 mod token;
@@ -27,15 +31,37 @@ pub struct NodeState {
 pub fn app(shared: SharedState, node: &str) -> Router {
     let node: Arc<str> = Arc::from(node);
     let ctx = SurfaceCtx { shared: shared.clone(), surface: Surface::Imds, node: Some(node.clone()) };
-    Router::new()
+    let routes = Router::new()
         .route("/metadata/identity/oauth2/token", get(token::token))
         .route("/metadata/identity/oauth2/token/", get(token::token))
         .route("/metadata/instance", get(instance::instance))
         .route("/metadata/instance/", get(instance::instance))
         .route("/metadata/instance/{*section}", get(instance::section))
         .fallback(not_found)
+        .with_state(NodeState { shared, node });
+    Router::new()
+        .fallback_service(tower::Layer::layer(&axum::middleware::map_request(lower_case_path), routes))
         .layer(axum::middleware::from_fn_with_state(ctx, crate::faults::layer))
-        .with_state(NodeState { shared, node })
+}
+
+/// The request with its path lower-cased (the query is kept as sent).
+async fn lower_case_path(mut req: axum::extract::Request) -> axum::extract::Request {
+    let uri = req.uri();
+    if uri.path().bytes().any(|b| b.is_ascii_uppercase()) {
+        let path = uri.path().to_ascii_lowercase();
+        let path_and_query = match uri.query() {
+            Some(q) => format!("{path}?{q}"),
+            None => path,
+        };
+        let mut parts = uri.clone().into_parts();
+        if let Ok(pq) = http::uri::PathAndQuery::try_from(path_and_query) {
+            parts.path_and_query = Some(pq);
+            if let Ok(lowered) = http::Uri::from_parts(parts) {
+                *req.uri_mut() = lowered;
+            }
+        }
+    }
+    req
 }
 
 pub(crate) fn json_response(status: StatusCode, body: &serde_json::Value) -> Response {

@@ -5,7 +5,12 @@
 //! visible to IMDS (`visible_at`: end of the long-running operation plus the propagation delay).
 //!
 //! A PATCH carries an optional `type` and a *delta* map: `{}` adds an id, `null` removes it, absent ids
-//! are kept. Type transitions follow ARM: `UserAssigned` drops the system identity, `SystemAssigned`
+//! are kept. Ids compare ignoring case, and a key keeps the case it had when the id was first added:
+//! re-adding it in another case changes nothing, and one request naming an id twice in different
+//! cases is refused (`DuplicateIdentityIds`). That is what Compute does: identities added with
+//! `az vmss identity assign` come back as `…/resourceGroups/…`, those added by the portal all
+//! lower-case, those added by aad-pod-identity (which lower-cases its PATCH) lower-case
+//! (aad-pod-identity#269, terraform-provider-azurerm#10300). Type transitions follow ARM: `UserAssigned` drops the system identity, `SystemAssigned`
 //! drops all user identities, `None` drops everything. At most 150 entries per request.
 
 use std::collections::BTreeMap;
@@ -141,6 +146,10 @@ pub enum PatchError {
     /// Ids added that do not exist.
     #[error("user-assigned identities not found: {0:?}")]
     NotFound(Vec<String>),
+    /// The same id more than once in one request, in different cases (ARM compares ids ignoring
+    /// case; aad-pod-identity#167 quotes the message).
+    #[error("The request content has the following duplicate identity ids '{}'.", .0.join(","))]
+    Duplicate(Vec<String>),
 }
 
 impl IdentityPatch {
@@ -163,6 +172,12 @@ impl IdentityPatch {
                     return Err(PatchError::TooMany(m.len()));
                 }
                 let mut out = Vec::with_capacity(m.len());
+                let mut seen = std::collections::BTreeSet::new();
+                let duplicates: Vec<String> =
+                    m.keys().filter(|id| !seen.insert(id.to_ascii_lowercase())).cloned().collect();
+                if !duplicates.is_empty() {
+                    return Err(PatchError::Duplicate(duplicates));
+                }
                 for (id, val) in m {
                     match val {
                         Value::Null => out.push((id.clone(), false)),
@@ -344,6 +359,33 @@ mod tests {
             PatchError::TooMany(165).to_string(),
             "User Assigned Identities Number '165' Assign exceed limit '150' in one request."
         );
+    }
+
+    #[test]
+    fn keys_keep_the_case_they_were_first_added_in() {
+        let mixed = A.replace("resourceGroups", "resourcegroups");
+        let one =
+            apply(&IdentityBlock::default(), json!({"userAssignedIdentities": {mixed.clone(): {}}})).unwrap();
+        let again = apply(&one, json!({"userAssignedIdentities": {A.to_ascii_lowercase(): {}}})).unwrap();
+        let keys: Vec<Value> = again.to_json("t").unwrap()["userAssignedIdentities"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(|k| json!(k))
+            .collect();
+        assert_eq!(keys, [json!(mixed)], "re-adding in another case keeps the first spelling");
+        let gone = apply(&again, json!({"userAssignedIdentities": {A.to_uppercase(): null}})).unwrap();
+        assert!(gone.user.is_empty(), "removal ignores case");
+        let lower = apply(&gone, json!({"userAssignedIdentities": {A.to_ascii_lowercase(): {}}})).unwrap();
+        assert!(lower.to_json("t").unwrap()["userAssignedIdentities"].get(A.to_ascii_lowercase()).is_some());
+    }
+
+    #[test]
+    fn one_request_naming_an_id_twice_in_different_cases_is_refused() {
+        let err = IdentityPatch::parse(&json!({"userAssignedIdentities": {A: {}, A.to_uppercase(): {}}}));
+        let Err(PatchError::Duplicate(ids)) = err else { panic!("{err:?}") };
+        assert_eq!(ids.len(), 1);
+        assert!(ids[0].eq_ignore_ascii_case(A));
     }
 
     #[test]

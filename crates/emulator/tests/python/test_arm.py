@@ -118,3 +118,44 @@ def test_throttling_is_retried_with_retry_after(emulator):
     compute = client(ComputeManagementClient, emulator, "podid-cluster")
     vmss = compute.virtual_machine_scale_sets.get(NODE_RG, SCALE_SET)
     assert vmss.name == SCALE_SET
+
+
+def test_unknown_member_in_a_plain_dict_is_refused_with_arms_error(emulator):
+    """azure-mgmt-compute sends a plain dict's keys as they are: Python-style keys reach ARM verbatim,
+    and ARM refuses what its model does not have instead of answering 200 and changing nothing."""
+    app = emulator.identity("podid-app")
+    compute = client(ComputeManagementClient, emulator, "podid-cluster")
+    before = compute.virtual_machine_scale_sets.get(NODE_RG, SCALE_SET).identity.user_assigned_identities
+    update = {"identity": {"type": "UserAssigned", "user_assigned_identities": {app["id"]: {}}}}
+    with pytest.raises(HttpResponseError) as err:
+        compute.virtual_machine_scale_sets.begin_update(NODE_RG, SCALE_SET, update).result()
+    assert err.value.status_code == 400
+    assert err.value.error.code == "InvalidRequestContent"
+    assert "Could not find member 'user_assigned_identities'" in err.value.error.message
+    assert "Path 'identity.user_assigned_identities'" in err.value.error.message
+    after = compute.virtual_machine_scale_sets.get(NODE_RG, SCALE_SET).identity.user_assigned_identities
+    assert set(after) == set(before), "nothing was assigned"
+
+
+def test_identity_keys_come_back_in_the_case_they_were_first_sent(emulator):
+    """Compute keeps an identity's key as it was first added and compares ids ignoring case."""
+    from azure.mgmt.compute.models import VirtualMachineScaleSetIdentity, VirtualMachineScaleSetUpdate
+
+    app = emulator.identity("podid-app")
+    mixed = app["id"].replace("/resourcegroups/", "/resourceGroups/")
+    compute = client(ComputeManagementClient, emulator, "podid-cluster")
+
+    def patch(identity_id, value):
+        identity = VirtualMachineScaleSetIdentity(type="UserAssigned", user_assigned_identities={identity_id: value})
+        update = VirtualMachineScaleSetUpdate(identity=identity)
+        return compute.virtual_machine_scale_sets.begin_update(NODE_RG, SCALE_SET, update).result()
+
+    def keys():
+        return set(compute.virtual_machine_scale_sets.get(NODE_RG, SCALE_SET).identity.user_assigned_identities)
+
+    patch(mixed, {})
+    assert mixed in keys()
+    patch(mixed.lower(), {})  # what aad-pod-identity sends for an id already there
+    assert mixed in keys() and mixed.lower() not in keys()
+    patch(mixed.upper(), None)
+    assert not {k for k in keys() if k.lower() == mixed.lower()}, "removal ignores case"

@@ -40,3 +40,25 @@ def test_identity_not_on_the_node_is_refused_fast(node0):
         ManagedIdentityCredential(client_id=other["client_id"]).get_token(SCOPE)
     assert "Identity not found" in str(err.value)
     assert time.monotonic() - start < 3
+
+
+def test_paths_match_case_insensitively(node0):
+    """Azure's IMDS ignores the case of its paths; so does the emulator's."""
+    import requests
+
+    imds = node0.imds(NODE0)
+    lower = requests.get(f"{imds}/metadata/instance?api-version=2021-02-01", headers={"Metadata": "true"}, timeout=10)
+    mixed = requests.get(f"{imds}/Metadata/Instance?api-version=2021-02-01", headers={"Metadata": "true"}, timeout=10)
+    assert (lower.status_code, mixed.status_code) == (200, 200)
+    assert mixed.json()["compute"]["vmId"] == lower.json()["compute"]["vmId"]
+    vm_id = requests.get(
+        f"{imds}/metadata/instance/Compute/VMID?api-version=2021-02-01&format=text", headers={"Metadata": "true"}, timeout=10
+    )
+    assert vm_id.status_code == 200 and lower.json()["compute"]["vmId"] in vm_id.text
+    token = requests.get(
+        f"{imds}/Metadata/Identity/OAuth2/Token",
+        params={"api-version": "2018-02-01", "resource": "https://management.azure.com/"},
+        headers={"Metadata": "true"},
+        timeout=10,
+    )
+    assert token.status_code == 200 and token.json()["access_token"]

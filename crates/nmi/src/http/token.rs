@@ -1,8 +1,8 @@
 //! `/metadata/identity/oauth2/token` (pod-facing) and `/host/token` (node-local), upstream §3.5–3.6.
 //!
-//! Request → caller pod (by source IP) → decision (`podid_core::federation` for federated
-//! identities, else `podid_core::agent`, re-evaluated on every index change while a standard-mode
-//! assignment is pending) → token source → cache → answer.
+//! Request → caller pod (by source IP) → decision (`podid_core::decision::decide`, re-evaluated
+//! on every index change while a standard-mode assignment is pending, refused at once when nothing
+//! can arrive) → token source → cache → answer, audit record and metrics.
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
@@ -10,15 +10,15 @@ use axum::extract::Request;
 use axum::response::Response;
 use http::{HeaderValue, StatusCode};
 use podid_api::{AzureIdentity, IdentityKind, ResourceExt};
-use podid_core::agent::{self, Outcome, Pending, Refusal, RefusalKind};
-use podid_core::federation;
-use podid_core::{PodKey, PodView};
+use podid_core::agent::{self, Reason, Refusal, RefusalKind};
+use podid_core::decision::{self, Outcome, Pending, Served};
+use podid_core::{PodKey, PodView, federation};
 use tokio::time::Instant;
 use tracing::info;
 
 use super::{has_metadata_header, json, metadata_header_missing, plain};
 use crate::cache::CacheStatus;
-use crate::state::{AgentState, Config, Mode};
+use crate::state::{AgentState, Config};
 use crate::token::{BoundPod, TokenError, TokenSet, TokenSource};
 
 /// How long a request waits for its pod to show up in the index (watch lag after pod start).
@@ -66,16 +66,17 @@ impl Params {
 /// What a request resolved to.
 enum Resolved {
     /// Excepted pod: the node's IMDS with the request's client id.
-    Direct {
-        client_id: Option<String>,
-    },
+    Direct { client_id: Option<String> },
     /// A bound identity.
-    Serve {
-        source: TokenSource,
-        identity: String,
-        client_id: String,
-    },
-    Refuse(Refusal),
+    Serve { source: TokenSource, identity: String, client_id: String },
+    /// A refusal, with the identities the pod has (for the audit record).
+    Refuse { refusal: Refusal, has: String },
+}
+
+impl Resolved {
+    fn refuse(refusal: Refusal) -> Self {
+        Self::Refuse { refusal, has: String::new() }
+    }
 }
 
 /// Reads the caller's address; IPv4-mapped IPv6 counts as IPv4.
@@ -96,10 +97,13 @@ pub(super) async fn pod_token(state: AgentState, peer: SocketAddr, req: Request)
     let ip = caller_ip(peer);
     let pod = match find_pod_by_ip(&state, ip).await {
         Ok(pod) => pod,
-        Err(refusal) => return finish(&state, started, None, &resource, Answer::Refused(&refusal, true)),
+        Err(refusal) => {
+            let asked = params.request().asked();
+            return finish(&state, started, None, &resource, &asked, Answer::Refused(&refusal, true, ""));
+        }
     };
     let resolved = resolve(&state, &pod, &params).await;
-    answer(&state, started, &pod, &resource, resolved, true).await
+    answer(&state, started, &pod, (&resource, &params), resolved, true).await
 }
 
 pub(super) async fn host_token(state: AgentState, peer: SocketAddr, req: Request) -> Response {
@@ -117,7 +121,7 @@ pub(super) async fn host_token(state: AgentState, peer: SocketAddr, req: Request
     };
     let pod = PodKey::new(ns, name);
     let resolved = resolve(&state, &pod, &params).await;
-    answer(&state, started, &pod, &resource, resolved, false).await
+    answer(&state, started, &pod, (&resource, &params), resolved, false).await
 }
 
 fn header(req: &Request, name: &str) -> Option<String> {
@@ -143,15 +147,16 @@ async fn find_pod_by_ip(state: &AgentState, ip: IpAddr) -> Result<PodKey, Refusa
     }
 }
 
-/// Decides, waiting on index changes while a standard-mode assignment is pending.
+/// Decides, waiting on index changes while a standard-mode assignment is pending (and only
+/// then: a request nothing can become assigned for is refused at once).
 async fn resolve(state: &AgentState, pod: &PodKey, params: &Params) -> Resolved {
     let started = Instant::now();
     let mut changes = state.shared.subscribe();
     loop {
         changes.borrow_and_update();
-        let (pending, view) = match decide_once(state, pod, params) {
+        let pending = match decide_once(state, pod, params, None) {
             Step::Done(resolved) => return resolved,
-            Step::Wait(pending, view) => (pending, view),
+            Step::Wait(pending) => pending,
         };
         let limit = match pending {
             Pending::NotCreated => state.config.wait_created,
@@ -159,15 +164,22 @@ async fn resolve(state: &AgentState, pod: &PodKey, params: &Params) -> Resolved 
         };
         let elapsed = started.elapsed();
         if elapsed >= limit {
-            return Resolved::Refuse(agent::pending_refusal(
-                &view,
-                &params.request(),
-                pending,
-                elapsed.as_secs(),
-            ));
+            return match decide_once(state, pod, params, Some(elapsed)) {
+                Step::Done(resolved) => resolved,
+                Step::Wait(_) => unreachable_wait(pod),
+            };
         }
         let _ = tokio::time::timeout(limit - elapsed, changes.changed()).await;
     }
+}
+
+/// `decide_once` with a deadline never returns `Wait`; should it, the caller gets a 500.
+fn unreachable_wait(pod: &PodKey) -> Resolved {
+    Resolved::refuse(Refusal::new(
+        RefusalKind::Internal,
+        Reason::StillCreated,
+        format!("pod {pod}: still pending"),
+    ))
 }
 
 /// One look at the index.
@@ -176,73 +188,66 @@ async fn resolve(state: &AgentState, pod: &PodKey, params: &Params) -> Resolved 
 #[allow(clippy::large_enum_variant)]
 enum Step {
     Done(Resolved),
-    /// Standard mode: still pending (with the pod, for the eventual message).
-    Wait(Pending, Box<PodView>),
+    /// Standard mode: still pending.
+    Wait(Pending),
 }
 
-fn decide_once(state: &AgentState, pod: &PodKey, params: &Params) -> Step {
+/// Decides once; after `waited` (the end of the budget) a pending decision becomes its refusal.
+fn decide_once(state: &AgentState, pod: &PodKey, params: &Params, waited: Option<Duration>) -> Step {
     let idx = state.shared.read();
     let Some(view) = idx.pod(pod) else {
         let msg = format!("pod {pod} doesn't exist on node {}", state.config.node);
-        return Step::Done(Resolved::Refuse(Refusal { kind: RefusalKind::Internal, message: msg }));
+        return Step::Done(Resolved::refuse(Refusal::new(RefusalKind::Internal, Reason::PodNotOnNode, msg)));
     };
     let req = params.request();
-    let opts = agent::Options {
-        force_namespaced: state.config.force_namespaced,
-        mic_namespace: &state.config.mic_namespace,
-    };
-    let federation = state.config.mode.federation();
-    // The federated path scans every binding: only where an identity can be federated (cluster
-    // mode, or some identity annotated), not on every standard/managed-mode request.
-    let federated = (federation == federation::Federation::Cluster || idx.has_federated_identities())
-        .then(|| {
-            let bound =
-                federation::bound_identities(view, idx.all_bindings(), |ns, n| idx.identity(ns, n), opts);
-            let exceptions = idx.exceptions_in(&pod.namespace);
-            federation::decide_federated(view, &req, &bound, exceptions, opts, federation)
-        })
-        .flatten();
-    let exceptions = idx.exceptions_in(&pod.namespace);
-    let outcome = match (federated, state.config.mode) {
-        (Some(outcome), _) => outcome,
-        (None, Mode::Standard) => agent::decide_standard(view, &req, idx.assigned_for(pod), exceptions, opts),
-        (None, Mode::Managed) => {
-            let ns = &pod.namespace;
-            agent::decide_managed(view, &req, idx.bindings_in(ns), idx.identities_in(ns), exceptions, opts)
-        }
-        (None, Mode::Federated) => Outcome::Refuse(agent::not_bound(view, &req)),
-    };
-    match outcome {
+    let d = decision::decide(view, &req, &*idx, &state.config.settings());
+    let refuse = |refusal| Step::Done(Resolved::Refuse { refusal, has: has(&d.has()) });
+    match &d.outcome {
         Outcome::Direct(_) => Step::Done(Resolved::Direct { client_id: params.client_id.clone() }),
-        Outcome::Serve(identity) => Step::Done(serve(identity, &state.config, view, idx.pod_uid(pod))),
-        Outcome::Refuse(r) => Step::Done(Resolved::Refuse(r)),
-        Outcome::Pending(p) => Step::Wait(p, Box::new(view.clone())),
+        Outcome::Serve(served) => Step::Done(serve(served, &state.config, view, idx.pod_uid(pod))),
+        Outcome::Pending(wait) => match waited {
+            None => Step::Wait(wait.state),
+            Some(w) => refuse(decision::timed_out(view, &req, wait, w.as_secs())),
+        },
+        Outcome::Refuse(refusal) => refuse(refusal.clone()),
     }
+}
+
+/// `ns/name` of each identity the pod has, for the audit record.
+fn has(identities: &[&AzureIdentity]) -> String {
+    let keys: Vec<String> = identities
+        .iter()
+        .map(|i| format!("{}/{}", i.namespace().unwrap_or_default(), i.name_any()))
+        .collect();
+    keys.join(",")
 }
 
 /// Where the token of a chosen identity comes from, for `pod` (whose `uid` federated tokens are
 /// bound to, when known).
 pub fn source_for(
-    identity: &AzureIdentity,
+    served: &Served<'_>,
     config: &Config,
     pod: &PodView,
     uid: Option<&str>,
 ) -> Result<TokenSource, Refusal> {
+    let identity = served.identity;
     let spec = &identity.spec;
-    let kind = spec.kind().map_err(|e| Refusal { kind: RefusalKind::Forbidden, message: e.to_string() })?;
-    if config.mode.federation().covers(identity) {
-        federation::validate_federated(identity)
-            .map_err(|message| Refusal { kind: RefusalKind::Forbidden, message })?;
+    let invalid = |message: String| Refusal::new(RefusalKind::Forbidden, Reason::InvalidIdentity, message);
+    let kind = spec.kind().map_err(|e| invalid(e.to_string()))?;
+    if served.federated {
+        federation::validate_federated(identity).map_err(invalid)?;
         let tenant_id = if spec.tenant_id.is_empty() { &config.tenant_id } else { &spec.tenant_id };
         if tenant_id.is_empty() {
-            return Err(Refusal {
-                kind: RefusalKind::Internal,
-                message: format!(
-                    "federated identity {}/{} has no tenantID and the agent has none (--tenant-id)",
+            return Err(Refusal::new(
+                RefusalKind::Internal,
+                Reason::AgentConfig,
+                format!(
+                    "federated identity {}/{} has no tenantID and the agent has none: set spec.tenantID or the \
+                     agent's --tenant-id",
                     identity.namespace().unwrap_or_default(),
                     identity.name_any()
                 ),
-            });
+            ));
         }
         return Ok(TokenSource::Federated {
             authority: config.default_authority.clone(),
@@ -277,14 +282,15 @@ pub fn source_for(
     })
 }
 
-fn serve(identity: &AzureIdentity, config: &Config, pod: &PodView, uid: Option<&str>) -> Resolved {
-    match source_for(identity, config, pod, uid) {
+fn serve(served: &Served<'_>, config: &Config, pod: &PodView, uid: Option<&str>) -> Resolved {
+    let identity = served.identity;
+    match source_for(served, config, pod, uid) {
         Ok(source) => Resolved::Serve {
             source,
             identity: format!("{}/{}", identity.namespace().unwrap_or_default(), identity.name_any()),
             client_id: identity.spec.client_id.clone(),
         },
-        Err(r) => Resolved::Refuse(r),
+        Err(r) => Resolved::refuse(r),
     }
 }
 
@@ -293,13 +299,15 @@ async fn answer(
     state: &AgentState,
     started: Instant,
     pod: &PodKey,
-    resource: &str,
+    (resource, params): (&str, &Params),
     resolved: Resolved,
     pod_facing: bool,
 ) -> Response {
+    let asked = params.request().asked();
     let (source, identity, client_id, direct) = match resolved {
-        Resolved::Refuse(r) => {
-            return finish(state, started, Some(pod), resource, Answer::Refused(&r, pod_facing));
+        Resolved::Refuse { refusal, has } => {
+            let answer = Answer::Refused(&refusal, pod_facing, &has);
+            return finish(state, started, Some(pod), resource, &asked, answer);
         }
         Resolved::Direct { client_id } => {
             (TokenSource::Imds { client_id }, "(excepted: node identity)".to_string(), String::new(), true)
@@ -321,6 +329,7 @@ async fn answer(
                 started,
                 Some(pod),
                 resource,
+                &asked,
                 Answer::Token { identity: &identity, status, body: &body },
             )
         }
@@ -337,6 +346,7 @@ async fn answer(
                 started,
                 Some(pod),
                 resource,
+                &asked,
                 Answer::Failed { identity: &identity, code, message: &msg },
             )
         }
@@ -344,47 +354,64 @@ async fn answer(
 }
 
 enum Answer<'a> {
-    Token { identity: &'a str, status: CacheStatus, body: &'a serde_json::Value },
-    Refused(&'a Refusal, bool),
-    Failed { identity: &'a str, code: StatusCode, message: &'a str },
+    Token {
+        identity: &'a str,
+        status: CacheStatus,
+        body: &'a serde_json::Value,
+    },
+    /// A refusal, whether the caller is a pod (not `/host/token`), and what the pod has.
+    Refused(&'a Refusal, bool, &'a str),
+    Failed {
+        identity: &'a str,
+        code: StatusCode,
+        message: &'a str,
+    },
 }
 
-/// Writes the response, the audit record and the metrics.
+/// Writes the response, the audit record and the metrics. A refusal's record names what was
+/// asked (`asked`), what the pod has (`has`), why (`reason`, also counted in
+/// `podid_nmi_refusals_total`) and the words the caller got (`message`).
 fn finish(
     state: &AgentState,
     started: Instant,
     pod: Option<&PodKey>,
     resource: &str,
+    asked: &str,
     answer: Answer<'_>,
 ) -> Response {
     let pod_s = pod.map(|p| p.to_string()).unwrap_or_default();
     let ns = pod.map(|p| p.namespace.as_str()).unwrap_or_default();
-    let (resp, decision, identity, cache) = match answer {
-        Answer::Token { identity, status, body } => (json(body), "token", identity, status.as_str()),
-        Answer::Refused(r, pod_facing)
-            if r.kind == RefusalKind::NotFound
-                && state.config.not_found_as_bad_request
-                && !(pod_facing && state.config.set_retry_after_header) =>
-        {
-            (super::imds_error(StatusCode::BAD_REQUEST, &r.message), "refused", "", "none")
-        }
-        Answer::Refused(r, pod_facing) => {
-            let (code, retry) = r.status(pod_facing && state.config.set_retry_after_header);
-            let mut resp =
-                plain(StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), &r.message);
-            if retry {
-                resp.headers_mut().insert("retry-after", HeaderValue::from_static("20"));
-            }
-            (resp, "refused", "", "none")
+    let (resp, decision, identity, cache, refused) = match answer {
+        Answer::Token { identity, status, body } => (json(body), "token", identity, status.as_str(), None),
+        Answer::Refused(r, pod_facing, has) => {
+            state.metrics.refusal(r.reason.as_str());
+            (refusal_response(state, r, pod_facing), "refused", "", "none", Some((r, has)))
         }
         Answer::Failed { identity, code, message } => {
-            (plain(code, message), "upstream_error", identity, "none")
+            (plain(code, message), "upstream_error", identity, "none", None)
         }
     };
     let latency = started.elapsed();
     let status = resp.status().as_u16();
-    info!(target: "podid::audit", pod = %pod_s, namespace = ns, identity, resource, decision, cache, status,
-          latency_us = latency.as_micros() as u64, "token request");
+    let (reason, has, message) =
+        refused.map_or(("", "", ""), |(r, has)| (r.reason.as_str(), has, r.message.as_str()));
+    info!(target: "podid::audit", pod = %pod_s, namespace = ns, identity, asked, resource, decision, cache, status,
+          reason, has, message, latency_us = latency.as_micros() as u64, "token request");
     state.metrics.request(status, ns, resource, decision, cache, latency);
+    resp
+}
+
+/// A refusal as HTTP: 404 (400 in IMDS's JSON shape with `--identity-not-found-status=400`, 503
+/// with `Retry-After` with `--set-retry-after-header`) for "not found", else its own status.
+fn refusal_response(state: &AgentState, r: &Refusal, pod_facing: bool) -> Response {
+    let not_found = if state.config.not_found_as_bad_request { 400 } else { 404 };
+    let (code, retry) = r.answer_status(not_found, pod_facing && state.config.set_retry_after_header);
+    if r.kind == RefusalKind::NotFound && code == 400 {
+        return super::imds_error(StatusCode::BAD_REQUEST, &r.message);
+    }
+    let mut resp = plain(StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), &r.message);
+    if retry {
+        resp.headers_mut().insert("retry-after", HeaderValue::from_static("20"));
+    }
     resp
 }

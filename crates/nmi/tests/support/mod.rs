@@ -182,6 +182,8 @@ impl Agent {
 
     pub fn with(tweak: impl FnOnce(&mut Config)) -> Self {
         let mut config = Config::new("node-0", Mode::Standard);
+        // The wire tests check upstream's plain-text 404; the tests of the 400 answer set it.
+        config.not_found_as_bad_request = false;
         config.wait_created = Duration::from_secs(5);
         config.wait_assigned = Duration::from_secs(5);
         tweak(&mut config);
@@ -349,9 +351,12 @@ impl Agent {
         self.state.shared.update(|idx| idx.apply_exception(e));
     }
 
-    /// A pod labelled `demo` with identity `identity` assigned to it in `state`.
+    /// A pod labelled `demo`, bound to identity `identity` (binding `ns/b`, which the agent
+    /// watches too) and with its assignment in `state`.
     pub fn bind_pod(&self, ns: &str, name: &str, ip: &str, identity: &str, state: AssignedState) {
         self.add_pod(ns, name, ip, "demo");
+        self.add_identity(ns, identity);
+        self.add_binding(ns, "b", identity, "demo");
         self.set_state(ns, name, identity, state);
     }
 

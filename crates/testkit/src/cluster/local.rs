@@ -3,12 +3,19 @@
 //! ```text
 //!   <tmp>/podid-cluster-XXXX/
 //!     ca.crt  apiserver.crt  apiserver.key  sa.key  sa.pub  tokens.csv  kubeconfig
+//!     kubelet-client.crt  kubelet-client.key       (only for real nodes)
 //!     etcd-<attempt>/  etcd.log  kube-apiserver.log
 //! ```
 //!
+//! [`ApiConfig::default`] is the loopback-only API server most tests share: no nodes can reach it,
+//! so there is no `kubernetes` endpoint, and without a controller-manager the ServiceAccount
+//! admission plugin is off. [`ApiConfig::for_real_nodes`] is the API server of a cluster with real
+//! kubelets: reachable at an advertised address, with the Node authorizer, NodeRestriction and
+//! ServiceAccount admission, and a client certificate for the kubelets' API.
+//!
 //! Ports are found by binding port 0 and releasing it, so another process can take one in the
 //! meantime; a start that fails with "address already in use" is retried on fresh ports.
-use std::net::{Ipv4Addr, TcpListener};
+use std::net::{IpAddr, Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -28,6 +35,30 @@ const ADMIN_USER: &str = "podid-admin";
 /// The API server's name among the cluster's child processes.
 pub(crate) const APISERVER: &str = "kube-apiserver";
 
+/// How the API server is set up.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ApiConfig {
+    /// Where nodes and pods reach the API server: the `kubernetes` Endpoints address, also in the
+    /// serving certificate. `None`: loopback only, no endpoint reconciler.
+    pub(crate) advertise: Option<Ipv4Addr>,
+    /// More addresses for the serving certificate (the service VIP, the host's bridge address).
+    pub(crate) extra_san_ips: Vec<IpAddr>,
+    /// Real kubelets join: Node authorizer, NodeRestriction, ServiceAccount admission, and the
+    /// API server authenticates to kubelets with a client certificate.
+    pub(crate) real_nodes: bool,
+}
+
+impl ApiConfig {
+    /// The API server of a cluster with real nodes, advertised at `advertise`.
+    pub(crate) fn for_real_nodes(advertise: Ipv4Addr, extra_san_ips: Vec<IpAddr>) -> Self {
+        Self { advertise: Some(advertise), extra_san_ips, real_nodes: true }
+    }
+
+    fn san_ips(&self) -> Vec<IpAddr> {
+        self.advertise.map(IpAddr::V4).into_iter().chain(self.extra_san_ips.iter().copied()).collect()
+    }
+}
+
 /// A running local API server.
 #[derive(Debug)]
 pub(crate) struct Started {
@@ -37,10 +68,13 @@ pub(crate) struct Started {
     pub(crate) ca_pem: String,
     /// etcd's client URL (for compaction in fault tests).
     pub(crate) etcd_url: String,
+    /// The cluster's CA, to sign more certificates (kubelets, kube-proxy).
+    pub(crate) ca: pki::Ca,
 }
 
 /// Files written once per cluster, reused across port retries.
 struct Files {
+    ca: pki::Ca,
     ca_pem: String,
     admin_token: String,
 }
@@ -55,13 +89,18 @@ pub(crate) struct Cleanup {
 }
 
 /// Starts etcd and kube-apiserver under `dir` and waits for `/readyz`.
-pub(crate) async fn start(binaries: &Binaries, dir: &Path, cleanup: &Cleanup) -> Result<Started> {
+pub(crate) async fn start(
+    binaries: &Binaries,
+    dir: &Path,
+    cleanup: &Cleanup,
+    config: &ApiConfig,
+) -> Result<Started> {
     let began = std::time::Instant::now();
-    let files = write_files(dir)?;
+    let files = write_files(dir, config)?;
     tracing::debug!(elapsed_ms = began.elapsed().as_millis() as u64, "Keys and certificates written");
     let mut attempt = 1;
     loop {
-        match start_once(binaries, dir, cleanup, &files, attempt).await {
+        match start_once(binaries, dir, cleanup, &files, config, attempt).await {
             Err(Error::Exited { log_tail, .. })
                 if attempt < ATTEMPTS && log_tail.contains("address already in use") =>
             {
@@ -78,6 +117,7 @@ async fn start_once(
     dir: &Path,
     cleanup: &Cleanup,
     files: &Files,
+    config: &ApiConfig,
     attempt: u32,
 ) -> Result<Started> {
     let [etcd_port, peer_port, api_port] = free_ports()?;
@@ -85,19 +125,23 @@ async fn start_once(
     let mut processes = Processes::new(&cleanup.remove, cleanup.outlive)?;
     processes.spawn("etcd", etcd(binaries, dir, attempt, etcd_port, peer_port), dir.join("etcd.log"))?;
     let (recipe_binaries, recipe_dir, recipe_url) = (binaries.clone(), dir.to_owned(), server_url.clone());
-    let recipe =
-        Recipe(Box::new(move || apiserver(&recipe_binaries, &recipe_dir, etcd_port, api_port, &recipe_url)));
+    let recipe_config = config.clone();
+    let recipe = Recipe(Box::new(move || {
+        let mut command = apiserver(&recipe_binaries, &recipe_dir, etcd_port, api_port, &recipe_url);
+        topology(&mut command, &recipe_config, &recipe_dir);
+        command
+    }));
     processes.spawn_recipe(APISERVER, recipe, dir.join("kube-apiserver.log"))?;
     let admin = kubeconfig::single(&server_url, &files.ca_pem, kubeconfig::token(&files.admin_token));
     let client = kubeconfig::client(admin.clone())?;
     bootstrap::wait_ready(&client, &mut processes, START_TIMEOUT).await?;
     let etcd_url = format!("http://127.0.0.1:{etcd_port}");
-    Ok(Started { processes, admin, server_url, ca_pem: files.ca_pem.clone(), etcd_url })
+    Ok(Started { processes, admin, server_url, ca_pem: files.ca_pem.clone(), etcd_url, ca: files.ca.clone() })
 }
 
-fn write_files(dir: &Path) -> Result<Files> {
+fn write_files(dir: &Path, config: &ApiConfig) -> Result<Files> {
     let ca = pki::Ca::new()?;
-    let serving = ca.serving_cert()?;
+    let serving = ca.serving_cert(&config.san_ips())?;
     let sa = pki::service_account_key()?;
     let admin_token = random_token();
     write(&dir.join("ca.crt"), ca.cert_pem())?;
@@ -106,7 +150,12 @@ fn write_files(dir: &Path) -> Result<Files> {
     write(&dir.join("sa.key"), &sa.private_pem)?;
     write(&dir.join("sa.pub"), &sa.public_pem)?;
     write(&dir.join("tokens.csv"), &format!("{admin_token},{ADMIN_USER},{ADMIN_USER},\"system:masters\"\n"))?;
-    Ok(Files { ca_pem: ca.cert_pem().to_owned(), admin_token })
+    if config.real_nodes {
+        let client = ca.client_cert("kube-apiserver-kubelet-client", Some("system:masters"))?;
+        write(&dir.join("kubelet-client.crt"), &client.cert_pem)?;
+        write(&dir.join("kubelet-client.key"), &client.key_pem)?;
+    }
+    Ok(Files { ca_pem: ca.cert_pem().to_owned(), ca, admin_token })
 }
 
 fn etcd(binaries: &Binaries, dir: &Path, attempt: u32, client_port: u16, peer_port: u16) -> Command {
@@ -136,18 +185,38 @@ fn apiserver(binaries: &Binaries, dir: &Path, etcd_port: u16, port: u16, server_
         .arg(arg("--tls-private-key-file", dir.join("apiserver.key")))
         .arg(arg("--client-ca-file", dir.join("ca.crt")))
         .arg(arg("--token-auth-file", dir.join("tokens.csv")))
-        .arg("--authorization-mode=RBAC")
         .arg(arg("--service-account-signing-key-file", dir.join("sa.key")))
         .arg(arg("--service-account-key-file", dir.join("sa.pub")))
         .arg(format!("--service-account-issuer={server_url}"))
         .arg(format!("--api-audiences={server_url},{TOKEN_EXCHANGE_AUDIENCE}"))
-        .arg("--service-cluster-ip-range=10.96.0.0/16")
-        // No controller-manager creates `default` service accounts, so the plugin would refuse pods.
-        .arg("--disable-admission-plugins=ServiceAccount")
-        // 127.0.0.1 is not a valid endpoint address; there is nothing to reconcile anyway.
-        .arg("--endpoint-reconciler-type=none")
+        .arg(format!("--service-cluster-ip-range={SERVICE_CIDR}"))
         .args(["--enable-priority-and-fairness=false", "--profiling=false"]);
     command
+}
+
+/// The service network; the `kubernetes` Service is its first address.
+pub(crate) const SERVICE_CIDR: &str = "10.96.0.0/16";
+
+/// The flags that differ between a loopback-only API server and one real nodes join.
+fn topology(command: &mut Command, config: &ApiConfig, dir: &Path) {
+    let Some(advertise) = config.advertise.filter(|_| config.real_nodes) else {
+        command
+            .arg("--authorization-mode=RBAC")
+            // No controller-manager creates `default` service accounts, so the plugin would refuse pods.
+            .arg("--disable-admission-plugins=ServiceAccount")
+            // 127.0.0.1 is not a valid endpoint address; there is nothing to reconcile anyway.
+            .arg("--endpoint-reconciler-type=none");
+        return;
+    };
+    command
+        .arg(format!("--advertise-address={advertise}"))
+        .arg("--authorization-mode=Node,RBAC")
+        .arg("--enable-admission-plugins=NodeRestriction")
+        .arg("--allow-privileged=true")
+        .arg(arg("--kubelet-client-certificate", dir.join("kubelet-client.crt")))
+        .arg(arg("--kubelet-client-key", dir.join("kubelet-client.key")))
+        // Dial kubelets at their node address: a Hostname would be resolved by the host's DNS.
+        .arg("--kubelet-preferred-address-types=InternalIP");
 }
 
 fn arg(flag: &str, path: PathBuf) -> String {

@@ -15,7 +15,7 @@
 //! external cluster alike, and RBAC decides for that identity exactly as for a real one.
 //! Service accounts get real tokens from the TokenRequest API instead.
 mod bootstrap;
-mod local;
+pub(crate) mod local;
 mod restart;
 mod shared;
 
@@ -55,6 +55,8 @@ pub struct TestCluster {
     issuer: String,
     /// etcd's client URL, for a cluster the test kit started.
     etcd_url: Option<String>,
+    /// The CA of a cluster the test kit started (real nodes get certificates from it).
+    ca: Option<crate::pki::Ca>,
 }
 
 impl TestCluster {
@@ -63,7 +65,7 @@ impl TestCluster {
     pub async fn start() -> Result<Self> {
         let dir = scratch_dir("podid-cluster-", &std::env::temp_dir())?;
         let cleanup = local::Cleanup { remove: dir.path().to_owned(), outlive: None };
-        Self::launch(dir, &cleanup).await
+        Self::launch(dir, &cleanup, &local::ApiConfig::default()).await
     }
 
     /// Uses the cluster of an existing kubeconfig (its current context, which should be an
@@ -73,16 +75,23 @@ impl TestCluster {
         Self::attach(kubeconfig_path.as_ref(), scratch, false).await
     }
 
-    async fn launch(dir: TempDir, cleanup: &local::Cleanup) -> Result<Self> {
+    pub(crate) async fn launch(
+        dir: TempDir,
+        cleanup: &local::Cleanup,
+        config: &local::ApiConfig,
+    ) -> Result<Self> {
         let began = std::time::Instant::now();
         let binaries = Binaries::locate()?;
-        let started = local::start(&binaries, dir.path(), cleanup).await?;
+        let started = local::start(&binaries, dir.path(), cleanup, config).await?;
         tracing::debug!(elapsed_ms = began.elapsed().as_millis() as u64, "API server ready");
         let kubeconfig_path = dir.path().join("kubeconfig");
         kubeconfig::write(&started.admin, &kubeconfig_path)?;
         let client = kubeconfig::client(started.admin.clone())?;
         bootstrap::allow_issuer_discovery(&client).await?;
-        bootstrap::install_crds(&client, local::START_TIMEOUT).await?;
+        if !config.real_nodes {
+            // A cluster of real nodes is set up as users do: `podid install` brings the CRDs.
+            bootstrap::install_crds(&client, local::START_TIMEOUT).await?;
+        }
         tracing::info!(
             server = %started.server_url,
             kubeconfig = %kubeconfig_path.display(),
@@ -93,6 +102,7 @@ impl TestCluster {
             issuer: started.server_url.clone(),
             processes: std::sync::Mutex::new(started.processes),
             etcd_url: Some(started.etcd_url),
+            ca: Some(started.ca),
             dir,
             local: true,
             kubeconfig_path,
@@ -113,6 +123,7 @@ impl TestCluster {
             // No children: the watchdog only removes the scratch folder if this process dies.
             processes: std::sync::Mutex::new(Processes::new(scratch.path(), None)?),
             etcd_url: None,
+            ca: None,
             dir: scratch,
             local,
             ca_pem: kubeconfig::ca_pem(&admin),
@@ -213,6 +224,11 @@ impl TestCluster {
     /// A scratch folder that lives as long as the cluster (logs of a started cluster are here).
     pub fn dir(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// The CA of a cluster the test kit started.
+    pub(crate) fn ca(&self) -> Option<&crate::pki::Ca> {
+        self.ca.as_ref()
     }
 
     fn user_kubeconfig(&self, user: &str, groups: &[&str]) -> Kubeconfig {

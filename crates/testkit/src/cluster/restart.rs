@@ -73,7 +73,10 @@ impl TestCluster {
         })
     }
 
-    fn with_processes<T>(&self, f: impl FnOnce(&mut crate::process::Processes) -> Result<T>) -> Result<T> {
+    pub(crate) fn with_processes<T>(
+        &self,
+        f: impl FnOnce(&mut crate::process::Processes) -> Result<T>,
+    ) -> Result<T> {
         let mut guard =
             self.processes.lock().map_err(|_| Error::Unexpected("process table poisoned".into()))?;
         f(&mut guard)

@@ -62,7 +62,8 @@ async fn run_wide(run: &str) -> Result<TestCluster> {
     let runner = std::os::unix::process::parent_id();
     tracing::info!(run, runner, "Starting the cluster for this nextest run");
     let cleanup = local::Cleanup { remove: run_dir.clone(), outlive: Some(runner) };
-    let cluster = TestCluster::launch(scratch_dir("podid-cluster-", &run_dir)?, &cleanup).await?;
+    let config = local::ApiConfig::default();
+    let cluster = TestCluster::launch(scratch_dir("podid-cluster-", &run_dir)?, &cleanup, &config).await?;
     let path = cluster.kubeconfig_path().display().to_string();
     std::fs::write(&marker, path).map_err(io("write", &marker))?;
     Ok(cluster)

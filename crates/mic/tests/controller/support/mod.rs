@@ -132,7 +132,10 @@ impl Env {
     pub fn mic_using(&self, opts: MicOptions, arm: ArmClient) -> Running {
         let config = Config {
             settings: Settings {
-                match_options: MatchOptions { force_namespaced: opts.force_namespaced },
+                match_options: MatchOptions {
+                    force_namespaced: opts.force_namespaced,
+                    ..MatchOptions::default()
+                },
                 batch_window: Duration::from_millis(50),
                 drift_interval: opts.drift,
                 base_backoff: opts.backoff,

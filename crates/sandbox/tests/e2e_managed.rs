@@ -1,0 +1,54 @@
+//! End to end in managed mode on real nodes: podid installed with `podid install --apply --mode
+//! managed`, the agents running from the images built here, pods running the real Python and Rust
+//! Azure SDKs. Root only (CI runs as root; a missing prerequisite fails with what to do).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+mod support;
+
+use std::time::Duration;
+
+use podid_sandbox::{Mode, azure};
+use support::{APP_CLIENT, PodSpec, shared};
+
+const MODE: Mode = Mode::Managed;
+
+fn world() -> &'static podid_sandbox::world::World {
+    support::world(MODE)
+}
+
+#[tokio::test]
+async fn the_python_and_rust_sdks_get_the_bound_identity_on_every_node() {
+    let world = world();
+    let _guard = shared().await;
+    let ns = support::namespace(world, "sdks").await;
+    support::add_identity(world, MODE, &ns, "app", azure::FIRST_IDENTITY, "app");
+    support::assign_out_of_band(world, MODE).await;
+    for (i, node) in support::nodes(world).iter().enumerate() {
+        for image in ["sdk-python", "sdk-rust"] {
+            let pod = PodSpec::new(&format!("{image}-{i}"), image, "app")
+                .on(node)
+                .args(&["--client-id", APP_CLIENT]);
+            let (ok, logs) = support::run_pod(world, &ns, &pod.build(world), Duration::from_secs(150)).await;
+            assert!(ok && logs.starts_with("token "), "{image} on {node}: {logs}");
+        }
+        let check = PodSpec::new(&format!("whose-{i}"), "sdk-python", "app")
+            .on(node)
+            .python(&support::token_loop(APP_CLIENT, 0.1, 0.0));
+        let (_, logs) = support::run_pod(world, &ns, &check.build(world), Duration::from_secs(150)).await;
+        let tally = support::tally(&logs, APP_CLIENT);
+        assert!(tally.right == 1 && tally.wrong.is_empty(), "{node}: {logs}");
+    }
+}
+
+#[tokio::test]
+async fn a_pod_without_a_binding_is_refused_and_the_sdk_shows_why() {
+    let world = world();
+    let _guard = shared().await;
+    let ns = support::namespace(world, "unbound").await;
+    let pod = PodSpec::new("unbound", "sdk-python", "nobody-binds-this").args(&[
+        "--client-id",
+        APP_CLIENT,
+        "--no-retry",
+    ]);
+    let (ok, logs) = support::run_pod(world, &ns, &pod.build(world), Duration::from_secs(150)).await;
+    assert!(!ok && logs.starts_with("error "), "{logs}");
+}

@@ -1,0 +1,338 @@
+//! The end-to-end suite's world: real nodes, the emulator, podid installed with `podid install
+//! --apply` in one mode, shared by the tests of one binary.
+//!
+//! The world is started once per test binary on a runtime of its own (the emulator's tasks must
+//! outlive each test's runtime) and never dropped: when the test process exits, the test kit's
+//! watchdog stops the nodes and removes what they made. Tests that disturb the world (kill an
+//! agent, roll the DaemonSet, delete the controller's leader) hold [`exclusive`]; the others hold
+//! [`shared`], so they never overlap.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::Api;
+use kube::api::{DeleteParams, LogParams, PostParams};
+use podid_emulator::config::builtin;
+use podid_sandbox::world::{World, WorldOptions};
+use podid_sandbox::{Mode, azure};
+use tokio::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+/// The client id of the emulator's `podid-app` identity.
+pub const APP_CLIENT: &str = "a99c11e0-0000-4000-8000-000000a99001";
+/// The client id of `podid-app-2`.
+pub const APP_2_CLIENT: &str = "a99c11e0-0000-4000-8000-000000a99201";
+
+struct Shared {
+    _runtime: tokio::runtime::Runtime,
+    world: World,
+    mode: Mode,
+}
+
+static WORLD: OnceLock<Shared> = OnceLock::new();
+static LOCK: RwLock<()> = RwLock::const_new(());
+
+/// The world of this test binary, podid installed in `mode` (the first caller's mode wins).
+pub fn world(mode: Mode) -> &'static World {
+    let shared = WORLD.get_or_init(|| {
+        std::thread::spawn(move || {
+            podid_testkit::init_tracing();
+            let runtime =
+                tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+            let world = runtime.block_on(start(mode));
+            Shared { _runtime: runtime, world, mode }
+        })
+        .join()
+        .unwrap()
+    });
+    assert_eq!(shared.mode, mode, "one mode per test binary");
+    &shared.world
+}
+
+async fn start(mode: Mode) -> World {
+    let opts = WorldOptions {
+        emulator: azure::config(),
+        images: vec!["nmi", "mic", "demo", "sdk-python", "sdk-rust"],
+    };
+    let world = World::start(opts).await.unwrap();
+    run(world.podid().unwrap().arg("install").args(world.install_args(mode)).arg("--apply"));
+    let mut rollouts = vec!["ds/nmi"];
+    if mode == Mode::Standard {
+        rollouts.push("deployment/mic");
+    }
+    for what in rollouts {
+        run(world.kubectl().unwrap().args([
+            "-n",
+            "kube-system",
+            "rollout",
+            "status",
+            what,
+            "--timeout=180s",
+        ]));
+    }
+    let arm = azure::admin_arm(&world.emulator, world.ca_file()).unwrap();
+    for (name, reader) in [(azure::FIRST_IDENTITY, false), (azure::SECOND_IDENTITY, true)] {
+        let identity = azure::show_identity(&arm, &world.emulator, name).await.unwrap();
+        azure::grant(&arm, &world.emulator, &identity.principal_id, azure::role_id(reader)).await.unwrap();
+    }
+    world
+}
+
+/// A test that only reads the world.
+pub async fn shared() -> RwLockReadGuard<'static, ()> {
+    LOCK.read().await
+}
+
+/// A test that disturbs the world (no other test runs meanwhile).
+pub async fn exclusive() -> RwLockWriteGuard<'static, ()> {
+    LOCK.write().await
+}
+
+/// Runs `command`, which must succeed; returns its stdout.
+pub fn run(command: &mut std::process::Command) -> String {
+    let out = command.output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{command:?}: {text}{}", String::from_utf8_lossy(&out.stderr));
+    text
+}
+
+/// A fresh namespace with its default service account.
+pub async fn namespace(world: &World, prefix: &str) -> String {
+    world.cluster.namespace(prefix).await.unwrap()
+}
+
+/// `podid identity add` of the emulator's identity `identity` as `name` in `ns`, selected by
+/// `selector` (federated in federated mode, with the cluster identity as operator in standard).
+pub fn add_identity(world: &World, mode: Mode, ns: &str, name: &str, identity: &str, selector: &str) {
+    let sub = world.emulator.subscription_id();
+    let id = format!(
+        "/subscriptions/{sub}/resourcegroups/{}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/{identity}",
+        builtin::IDENTITY_RESOURCE_GROUP
+    );
+    let mut add = world.podid().unwrap();
+    add.args(["identity", "add", "--namespace", ns, "--name", name, "--identity-resource-id", &id]);
+    add.args(["--binding-selector", selector]);
+    match mode {
+        Mode::Standard => {
+            let info = world.emulator.info();
+            add.args(["--cluster-identity-object-id", &info.applications[builtin::CLUSTER_APP].object_id]);
+        }
+        Mode::Federated => {
+            add.args(["--federated", "--service-account", "default"]);
+        }
+        Mode::Managed => {}
+    }
+    run(&mut add);
+}
+
+/// Managed mode: AKS assigns the walkthrough's identities to the scale set out of band (here: as
+/// `az vmss identity assign` would). Other modes: nothing to do.
+pub async fn assign_out_of_band(world: &World, mode: Mode) {
+    if mode != Mode::Managed {
+        return;
+    }
+    let arm = azure::admin_arm(&world.emulator, world.ca_file()).unwrap();
+    for name in [azure::FIRST_IDENTITY, azure::SECOND_IDENTITY] {
+        let identity = azure::show_identity(&arm, &world.emulator, name).await.unwrap();
+        azure::set_on_scale_set(&arm, &world.emulator, &identity.id, true).await.unwrap();
+    }
+}
+
+/// A pod to create: image, label, node, command.
+#[derive(Debug, Clone)]
+pub struct PodSpec {
+    name: String,
+    image: String,
+    selector: String,
+    node: Option<String>,
+    command: Option<Vec<String>>,
+    args: Vec<String>,
+}
+
+impl PodSpec {
+    /// Pod `name` of catalog image `image`, labelled `aadpodidbinding=<selector>`.
+    pub fn new(name: &str, image: &str, selector: &str) -> Self {
+        Self {
+            name: name.into(),
+            image: image.into(),
+            selector: selector.into(),
+            node: None,
+            command: None,
+            args: vec![],
+        }
+    }
+
+    /// Runs on node `node`.
+    pub fn on(mut self, node: &str) -> Self {
+        self.node = Some(node.into());
+        self
+    }
+
+    /// The image's arguments.
+    pub fn args(mut self, args: &[&str]) -> Self {
+        self.args = args.iter().map(|a| (*a).to_owned()).collect();
+        self
+    }
+
+    /// A Python program instead of the image's entry point (`sdk-python`).
+    pub fn python(mut self, program: &str) -> Self {
+        self.command = Some(vec!["python3".into(), "-c".into(), program.into()]);
+        self
+    }
+
+    /// A shell script instead of the image's entry point (`busybox`).
+    pub fn shell(mut self, script: &str) -> Self {
+        self.command = Some(vec!["/bin/sh".into(), "-c".into(), script.into()]);
+        self
+    }
+
+    /// The Pod object.
+    pub fn build(&self, world: &World) -> Pod {
+        let image = world.catalog.reference(&self.image).unwrap();
+        let mut container = serde_json::json!({ "name": "main", "image": image, "imagePullPolicy": "IfNotPresent", "args": self.args });
+        if let Some(command) = &self.command {
+            container["command"] = serde_json::json!(command);
+        }
+        let mut spec = serde_json::json!({ "restartPolicy": "Never", "terminationGracePeriodSeconds": 1, "containers": [container] });
+        if let Some(node) = &self.node {
+            spec["nodeName"] = serde_json::json!(node);
+        }
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": { "name": self.name, "labels": { "aadpodidbinding": self.selector } },
+            "spec": spec
+        }))
+        .unwrap()
+    }
+}
+
+/// The names of the nodes.
+pub fn nodes(world: &World) -> Vec<String> {
+    world.cluster.nodes().iter().map(|n| n.name().to_owned()).collect()
+}
+
+/// Kills the agent's container on node `node` (SIGKILL to its task, as a crash would).
+pub fn kill_agent(world: &World, node: &str) {
+    let node = world.cluster.node(node).unwrap();
+    let containers =
+        run(node.ctr().args(["containers", "ls", "--quiet", "labels.\"io.kubernetes.container.name\"==nmi"]));
+    let ids: Vec<&str> = containers.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(!ids.is_empty(), "no agent container on {}", node.name());
+    for id in ids {
+        // Exited containers of earlier restarts have no task: ignore those.
+        let _ = node.ctr().args(["tasks", "kill", "--signal", "SIGKILL", id]).output();
+    }
+}
+
+/// Creates `pod` and returns its logs once it has finished (Succeeded or Failed).
+pub async fn run_pod(world: &World, ns: &str, pod: &Pod, timeout: Duration) -> (bool, String) {
+    let pods = Api::<Pod>::namespaced(world.cluster.api().client().unwrap(), ns);
+    let name = pod.metadata.name.clone().unwrap();
+    pods.create(&PostParams::default(), pod).await.unwrap();
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let now = pods.get(&name).await.unwrap();
+        let phase = now.status.as_ref().and_then(|s| s.phase.clone()).unwrap_or_default();
+        if phase == "Succeeded" || phase == "Failed" {
+            let logs = pods.logs(&name, &LogParams::default()).await.unwrap();
+            return (phase == "Succeeded", logs);
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "pod {ns}/{name} still {phase} after {timeout:?}: {:?}",
+            now.status
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Creates `pod` and waits until it is Running.
+pub async fn start_pod(world: &World, ns: &str, pod: &Pod) -> Pod {
+    let pods = Api::<Pod>::namespaced(world.cluster.api().client().unwrap(), ns);
+    let name = pod.metadata.name.clone().unwrap();
+    pods.create(&PostParams::default(), pod).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let now = pods.get(&name).await.unwrap();
+        if now.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running") {
+            return now;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "pod {ns}/{name} not Running: {:?}", now.status);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Deletes pod `name` and waits until it is gone.
+pub async fn delete_pod(world: &World, ns: &str, name: &str) {
+    let pods = Api::<Pod>::namespaced(world.cluster.api().client().unwrap(), ns);
+    let _ = pods.delete(name, &DeleteParams::default()).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while pods.get_opt(name).await.unwrap().is_some() {
+        assert!(tokio::time::Instant::now() < deadline, "pod {ns}/{name} not deleted");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// `kubectl exec` in `ns/pod`, returning stdout (and whether it succeeded).
+pub fn exec(world: &World, ns: &str, pod: &str, command: &[&str]) -> (bool, String) {
+    let out =
+        world.kubectl().unwrap().args(["exec", "--namespace", ns, pod, "--"]).args(command).output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
+/// A Python program for the `sdk-python` image that asks IMDS (raw HTTP, no SDK cache) for a
+/// token every `period` seconds for `seconds`, and prints one line per answer:
+/// `ok <client id of the token>`, `http <status> <body>`, or `refused|timeout|error <detail>`.
+pub fn token_loop(client_id: &str, seconds: f64, period: f64) -> String {
+    format!(
+        r#"
+import base64, json, socket, time, urllib.error, urllib.request
+url = "http://169.254.169.254/metadata/identity/oauth2/token?api-version=2018-02-01&resource=https://management.azure.com/&client_id={client_id}"
+end = time.time() + {seconds}
+while time.time() < end:
+    try:
+        body = json.load(urllib.request.urlopen(urllib.request.Request(url, headers={{"Metadata": "true"}}), timeout=10))
+        part = body["access_token"].split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
+        print("ok", claims.get("appid") or claims.get("azp"), flush=True)
+    except urllib.error.HTTPError as e:
+        print("http", e.code, e.read()[:200].decode(errors="replace").replace("\n", " "), flush=True)
+    except urllib.error.URLError as e:
+        kind = "refused" if isinstance(e.reason, ConnectionRefusedError) else "timeout" if isinstance(e.reason, socket.timeout) else "error"
+        print(kind, e.reason, flush=True)
+    except (ConnectionError, socket.timeout) as e:
+        print("error", type(e).__name__, e, flush=True)
+    time.sleep({period})
+"#
+    )
+}
+
+/// Counts of the lines [`token_loop`] printed.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Tally {
+    /// Tokens for the expected identity.
+    pub right: usize,
+    /// Tokens for any other identity: must never happen.
+    pub wrong: Vec<String>,
+    /// Refused connections (no agent listening).
+    pub refused: usize,
+    /// Anything else (HTTP errors, timeouts).
+    pub other: Vec<String>,
+}
+
+/// Tallies `logs` of a [`token_loop`] for `client_id`.
+pub fn tally(logs: &str, client_id: &str) -> Tally {
+    let mut t = Tally::default();
+    for line in logs.lines().filter(|l| !l.trim().is_empty()) {
+        match line.split_once(' ') {
+            Some(("ok", id)) if id.trim() == client_id => t.right += 1,
+            Some(("ok", _)) => t.wrong.push(line.to_owned()),
+            Some(("refused", _)) => t.refused += 1,
+            _ => t.other.push(line.to_owned()),
+        }
+    }
+    t
+}
