@@ -9,12 +9,13 @@
 #   make deploy    regenerate the kustomize tree under deploy/ from `podid install`
 #   make bench     the benchmark suite (docs/benchmarks.md; ARGS=--quick for a smoke run)
 #   make fuzz      every cargo-fuzz target for FUZZ_SECS seconds (default 60; docs/fuzzing.md)
+#   make model     the controller's model-based test with MODEL_SEQS sequences (default 500; CI runs 12)
 
 SHELL := /bin/bash
 CARGO ?= cargo
 VENV ?= .venv
 
-.PHONY: sandbox test test-deps test-rust test-python check fmt clippy ci crds deploy build bench fuzz fuzz-ci
+.PHONY: sandbox test test-deps test-rust test-python check fmt clippy ci crds deploy build bench fuzz fuzz-ci model
 
 build:
 	$(CARGO) build --workspace --all-targets
@@ -55,6 +56,12 @@ crds:
 
 deploy: crds
 	$(CARGO) run -q -p podid-cli --example deploygen -- deploy
+
+MODEL_SEQS ?= 500
+MODEL_PARALLEL ?= 4
+model: test-deps
+	MODEL_SEQS=$(MODEL_SEQS) MODEL_PARALLEL=$(MODEL_PARALLEL) RUST_LOG=$${RUST_LOG:-warn} \
+	  $(CARGO) test -p podid-mic --test model -- --nocapture
 
 FUZZ_SECS ?= 60
 fuzz:

@@ -4,8 +4,14 @@
 //!
 //! Invariants (beyond "no panic"):
 //! - nothing identity-related reaches IMDS: every request the fake IMDS records has a path whose
-//!   canonical form (percent-decoded to a fixpoint, `\` as `/`, lower case, `;` parameters and dot
-//!   segments removed) has neither the segments `metadata/identity` nor `identity`…`oauth2/token`;
+//!   canonical form (percent- and `%uXXXX`-decoded to a fixpoint, `\` as `/`, Unicode case-folded,
+//!   `;` parameters and dot segments removed) has neither the segments `metadata/identity` nor
+//!   `identity`…`oauth2/token`;
+//! - only the allowlist reaches IMDS (issue #15): every forwarded request is `GET` (or `POST` to
+//!   `/metadata/scheduledevents`) of a path spelled exactly as one of IMDS's endpoints (checked here
+//!   with the harness' own pattern, not the agent's), over HTTP/1.1; CONNECT and `OPTIONS *` never;
+//! - a forwarded request never fails with 500, whatever HTTP version the caller spoke (the fake
+//!   IMDS always answers);
 //! - a pod never gets a token for an identity not bound to it: pod A only ever receives tokens of
 //!   its own identity, pod B (bound to nothing usable) and hostNetwork pods none at all.
 #![no_main]
@@ -46,6 +52,10 @@ const WORDS: &[&str] = &[
     "OAUTH2", "Token", "METADATA", "compute", "scheduledevents", "attested", "versions", "info",
     "%2F", "%2f", "%5C", "%5c", "%2e", "%2E", "%252F", "%255C", "%252e", "%00", "%20", "%3F", "%23",
     "%69dentity", "%6Detadata", "identit%79", "%25", "#", "?", ";", "%3B", "..;", ".;",
+    // issue #15: IIS-style `%u` escapes and non-ASCII letters that case-fold to ASCII
+    "%u0069dentity", "identit%u0079", "%u006detadata", "%U0069", "%u002f", "%u005c", "%u0025",
+    "%c4%b1dentity", "\u{131}dentity", "%e2%84%aa", "\u{212a}", "\u{ff49}dentity", "%ef%bd%89",
+    "loadbalancer", "attested/document", "document", "tagsList", "0", "%u",
 ];
 
 /// One piece of a request path.
@@ -76,6 +86,9 @@ struct Input {
     method: u8,
     managed: bool,
     absolute: bool,
+    /// `OPTIONS *`-style asterisk form instead of the path.
+    asterisk: bool,
+    http2: bool,
     peer: u8,
     path: Vec<Piece>,
     query: Vec<(u8, Text)>,
@@ -134,17 +147,40 @@ fn path_of(pieces: &[Piece]) -> String {
     p
 }
 
+/// `%uXXXX` as IIS decodes it.
+fn decode_u(s: &str) -> String {
+    let mut out = String::new();
+    let mut rest = s;
+    while let Some(at) = rest.find('%') {
+        out.push_str(&rest[..at]);
+        let tail = &rest[at..];
+        let hex = tail.get(2..6).filter(|h| h.bytes().all(|b| b.is_ascii_hexdigit()));
+        match (tail.as_bytes().get(1), hex) {
+            (Some(b'u' | b'U'), Some(h)) => {
+                out.push(u32::from_str_radix(h, 16).ok().and_then(char::from_u32).unwrap_or('\u{fffd}'));
+                rest = &tail[6..];
+            }
+            _ => {
+                out.push('%');
+                rest = &tail[1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 /// How a liberal IMDS could read a forwarded path.
 fn canonical(path_and_query: &str) -> String {
     let mut s = path_and_query.split('?').next().unwrap_or_default().to_string();
-    loop {
-        let d = percent_decode_str(&s).decode_utf8_lossy().into_owned();
+    for _ in 0..32 {
+        let d = percent_decode_str(&decode_u(&s)).decode_utf8_lossy().into_owned();
         if d == s {
             break;
         }
         s = d;
     }
-    let s = s.replace('\\', "/").to_lowercase();
+    let s = s.replace('\\', "/").to_uppercase().to_lowercase();
     let mut parts: Vec<&str> = Vec::new();
     for seg in s.split('/') {
         match seg.split(';').next().unwrap_or_default() {
@@ -170,6 +206,18 @@ fn identity_related(canonical: &str) -> bool {
         (at(i, "metadata") && at(i + 1, "identity"))
             || (at(i, "identity") && (i + 1..segs.len()).any(|j| at(j, "oauth2") && at(j + 1, "token")))
     })
+}
+
+/// IMDS's endpoints exactly as documented (the harness' own copy of the allowlist).
+fn allowlisted(method: &str, path: &str) -> bool {
+    let leaf = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    let p = path.strip_suffix('/').unwrap_or(path);
+    let ok_path = match p.strip_prefix("/metadata/") {
+        Some("attested/document" | "scheduledevents" | "loadbalancer" | "versions" | "instance") => true,
+        Some(rest) => rest.strip_prefix("instance/").is_some_and(|r| r.split('/').all(leaf)),
+        None => false,
+    };
+    ok_path && (method == "GET" || (method == "POST" && p == "/metadata/scheduledevents"))
 }
 
 /// Answers immediately with `token-for-<client id or "system">`; never calls out.
@@ -292,12 +340,16 @@ fn state(mode: Mode, imds: &str) -> AgentState {
         config: Arc::new(config),
         metrics: Arc::new(Metrics::register(&mut registry)),
         proxy: Proxy::new(imds).unwrap_or_else(|e| panic!("fake IMDS url: {e}")),
+        drift: Default::default(),
     }
 }
 
+/// What the fake IMDS received: method, path and query, HTTP version.
+type Forwarded = (String, String, http::Version);
+
 struct World {
     rt: tokio::runtime::Runtime,
-    proxied: Arc<Mutex<Vec<String>>>,
+    proxied: Arc<Mutex<Vec<Forwarded>>>,
     standard: AgentState,
     managed: AgentState,
 }
@@ -312,7 +364,7 @@ static WORLD: LazyLock<World> = LazyLock::new(|| {
             let record = record.clone();
             async move {
                 let pq = req.uri().path_and_query().map(|p| p.as_str().to_string()).unwrap_or_default();
-                record.lock().push(pq);
+                record.lock().push((req.method().to_string(), pq, req.version()));
                 "from-imds"
             }
         });
@@ -340,7 +392,12 @@ fuzz_target!(|input: Input| {
     if input.absolute {
         uri = format!("http://169.254.169.254{uri}");
     }
-    let mut builder = http::Request::builder().method(pick(METHODS, input.method)).uri(uri.as_str());
+    if input.asterisk {
+        uri = "*".to_string();
+    }
+    let method = pick(METHODS, input.method);
+    let version = if input.http2 { http::Version::HTTP_2 } else { http::Version::HTTP_11 };
+    let mut builder = http::Request::builder().method(method).uri(uri.as_str()).version(version);
     for (k, v) in &input.headers {
         builder = builder.header(pick(HEADERS, *k), text(v, HEADER_VALUES));
     }
@@ -360,11 +417,22 @@ fuzz_target!(|input: Input| {
         (status, String::from_utf8_lossy(&body).into_owned())
     });
 
-    for forwarded in world.proxied.lock().iter() {
+    let proxied = world.proxied.lock().clone();
+    for (fwd_method, forwarded, fwd_version) in &proxied {
         let c = canonical(forwarded);
         assert!(
             !identity_related(&c),
             "identity path proxied to IMDS: {forwarded:?} (reads as {c:?}) for {uri:?}"
+        );
+        let path = forwarded.split('?').next().unwrap_or_default();
+        assert!(allowlisted(fwd_method, path), "{fwd_method} {forwarded:?} is not on IMDS's allowlist (for {method} {uri:?})");
+        assert_eq!(*fwd_version, http::Version::HTTP_11, "IMDS is asked over HTTP/1.1");
+        assert!(method != "CONNECT" && !input.asterisk, "{method} {uri:?} was forwarded");
+    }
+    if !proxied.is_empty() {
+        assert!(
+            !(status == http::StatusCode::INTERNAL_SERVER_ERROR && body.starts_with("failed to reach")),
+            "a forwarded {version:?} request failed: {body} for {uri:?}"
         );
     }
     let tokens: Vec<&str> = body.match_indices("token-for-").map(|(i, _)| &body[i + 10..]).collect();

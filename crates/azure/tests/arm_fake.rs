@@ -78,7 +78,7 @@ async fn get_identity_reads_the_identity_block() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn patch_follows_azure_async_operation_then_gets_the_resource() {
+async fn patch_follows_azure_async_operation_and_takes_the_result_from_the_patch_response() {
     let op = "/subscriptions/00000000-0000-0000-0000-000000000001/providers/Microsoft.Compute/locations/eastus/operations/op1";
     let fake = Fake::start(vec![]).await;
     fake.push([
@@ -89,13 +89,14 @@ async fn patch_follows_azure_async_operation_then_gets_the_resource() {
         Step::new(200, r#"{"status":"InProgress"}"#).expect(Method::GET, op).header("Retry-After", "2"),
         Step::new(200, r#"{"status":"InProgress"}"#).expect(Method::GET, op),
         Step::new(200, r#"{"status":"Succeeded"}"#).expect(Method::GET, op),
-        Step::new(200, vmss_body("Succeeded", &[ID1])).expect(Method::GET, VMSS_PATH),
     ]);
     let (records, observer) = recording();
     let arm = arm_client(&fake, options()).with_observer(observer);
     let after = arm.patch_identity(&vmss(), &add_id1()).await.unwrap();
     assert!(after.identity.user_assigned.contains(ID1));
+    assert_eq!(after.provisioning_state.as_deref(), Some("Succeeded"), "the operation's end state");
     fake.assert_done();
+    assert_eq!(fake.log().len(), 4, "no GET of what the PATCH response already said");
 
     let log = fake.log();
     let body: serde_json::Value = serde_json::from_str(&log[0].body).unwrap();
@@ -107,9 +108,35 @@ async fn patch_follows_azure_async_operation_then_gets_the_resource() {
     let ids: Vec<_> = log.iter().map(|r| r.header("x-ms-client-request-id").unwrap().to_string()).collect();
     assert!(ids.iter().all(|i| *i == ids[0]), "one request id per operation: {ids:?}");
     let gaps: Vec<u64> = log.windows(2).map(|w| (w[1].at - w[0].at).as_secs()).collect();
-    assert_eq!(gaps, [0, 2, 5, 0], "first poll at once, then Retry-After, then poll_interval");
+    assert_eq!(gaps, [0, 2, 5], "first poll at once, then Retry-After, then poll_interval");
     assert_eq!(records.lock()[0].0, Operation::VmssUpdate);
     assert_eq!(records.lock()[0].2, Duration::from_secs(7));
+}
+
+#[tokio::test(start_paused = true)]
+async fn patch_answered_with_a_finished_resource_is_not_polled() {
+    let op = "/subscriptions/00000000-0000-0000-0000-000000000001/providers/Microsoft.Compute/locations/eastus/operations/op2";
+    let fake = Fake::start(vec![]).await;
+    fake.push([Step::new(200, vmss_body("Succeeded", &[ID1]))
+        .expect(Method::PATCH, VMSS_PATH)
+        .header("Azure-AsyncOperation", fake.at(&format!("{op}?api-version=2019-12-01")))]);
+    let arm = arm_client(&fake, options());
+    let after = arm.patch_identity(&vmss(), &add_id1()).await.unwrap();
+    assert!(after.identity.user_assigned.contains(ID1));
+    fake.assert_done();
+    assert_eq!(fake.log().len(), 1, "one request: the PATCH said it was done");
+}
+
+#[tokio::test(start_paused = true)]
+async fn patch_answered_with_a_failed_resource_fails_without_polling() {
+    let fake = Fake::start(vec![]).await;
+    fake.push([Step::new(200, vmss_body("Failed", &[ID1]))
+        .expect(Method::PATCH, VMSS_PATH)
+        .header("Azure-AsyncOperation", fake.at("/operations/op3?api-version=2019-12-01"))]);
+    let arm = arm_client(&fake, options());
+    let err = arm.patch_identity(&vmss(), &add_id1()).await.unwrap_err();
+    assert!(matches!(err, Error::OperationFailed { .. }), "{err}");
+    assert_eq!(fake.log().len(), 1);
 }
 
 #[tokio::test(start_paused = true)]

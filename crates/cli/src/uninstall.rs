@@ -2,15 +2,17 @@
 //!
 //! ```text
 //!  1 delete every AzureIdentityBinding, then every AzureIdentity
-//!  2 wait for the controller to remove the AzureAssignedIdentities (it takes the identities off
-//!    the scale sets and VMs, then drops its finalizer)
-//!  3 delete what `install` renders, in reverse: exceptions, agent, controller, RBAC
-//!  4 drop finalizers of assigned identities still left (no controller: warns, the scale sets keep
-//!    them), delete the CRDs; with --wait, until they are gone
+//!  2 wait for the controller to remove the AzureAssignedIdentities and to clear its ledgers (it
+//!    takes every identity it added off the scale sets and VMs, then drops its finalizer)
+//!  3 drop finalizers of assigned identities still left (no controller: warns)
+//!  4 report what the ledgers still record — each scale set / VM and identity podid added and did
+//!    not remove, with the command that removes it — then delete the ledgers
+//!  5 delete what `install` renders, in reverse: exceptions, agent, controller, RBAC, CRDs;
+//!    with --wait, until they are gone
 //! ```
 use std::io::Write;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
@@ -19,16 +21,20 @@ use kube::Api;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use podid_api::{AzureAssignedIdentity, AzureIdentity, AzureIdentityBinding};
 use serde_json::json;
+use tokio::time::Instant;
 
 use crate::args::UninstallArgs;
 use crate::error::{Error, KubeContext, Result, is_not_found};
 use crate::install::{InstallOptions, Mode, render};
+
+mod left;
 
 const POLL: Duration = Duration::from_millis(250);
 
 /// Runs `podid uninstall`.
 pub async fn run(client: &kube::Client, args: &UninstallArgs, out: &mut impl Write) -> Result<ExitCode> {
     let timeout = Duration::from_secs(args.timeout_secs);
+    let deadline = Instant::now() + timeout;
     let crds_present = crds_installed(client).await?;
     let mut code = ExitCode::SUCCESS;
     if crds_present {
@@ -43,22 +49,35 @@ pub async fn run(client: &kube::Client, args: &UninstallArgs, out: &mut impl Wri
             if !wait_empty::<AzureAssignedIdentity>(client, timeout).await? {
                 writeln!(
                     out,
-                    "warning: assigned identities remain after {}s; removing them without the controller \
-                     (check the scale sets' identity lists)",
+                    "warning: assigned identities remain after {}s; removing them without the controller",
                     timeout.as_secs()
                 )?;
                 code = ExitCode::FAILURE;
             }
+            left::wait_cleared(client, &args.namespace, deadline).await?;
         }
-        let left = strip_finalizers(client).await?;
-        if left > 0 {
+        let stripped = strip_finalizers(client).await?;
+        if stripped > 0 {
             writeln!(
                 out,
-                "warning: {left} assigned identities had no running controller to clean them up: remove their \
-                 identities from the scale sets by hand"
+                "warning: {stripped} assigned identities had no running controller to clean them up"
             )?;
         }
     }
+    let (left, unreadable) = left::read(client, &args.namespace).await?;
+    if !left.is_empty() {
+        write!(out, "{}", left::report(&left))?;
+        code = ExitCode::FAILURE;
+    }
+    for name in &unreadable {
+        writeln!(
+            out,
+            "warning: ledger ConfigMap {}/{name} cannot be read; check its scale set by hand",
+            args.namespace
+        )?;
+        code = ExitCode::FAILURE;
+    }
+    left::delete_all(client, &args.namespace).await?;
     // Everything `install` may have rendered: standard mode with kubenet is the superset.
     let opts = InstallOptions {
         mode: Mode::Standard,
@@ -76,7 +95,16 @@ pub async fn run(client: &kube::Client, args: &UninstallArgs, out: &mut impl Wri
     writeln!(out, "deleted {deleted} installed objects")?;
     if args.wait {
         wait_crds_gone(client, timeout).await?;
-        writeln!(out, "podid is uninstalled: nothing is left")?;
+        if left.is_empty() && unreadable.is_empty() {
+            writeln!(out, "podid is uninstalled: nothing is left")?;
+        } else {
+            let ids: usize = left.iter().map(|l| l.ledger.ledger.added.len()).sum();
+            writeln!(
+                out,
+                "podid is uninstalled, but {ids} identities it added are left on {} scale sets or VMs (listed above)",
+                left.len() + unreadable.len()
+            )?;
+        }
     }
     Ok(code)
 }

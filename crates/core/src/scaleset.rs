@@ -5,22 +5,28 @@
 //!   desired assignments on the target's nodes ──▶ needed   (identity ids, lower-cased)
 //!   existing assigned identities on its nodes ──▶ held     (what podid may have put there)
 //!   ARM GET of the target                      ──▶ current
+//!   the target's ledger (what podid added)     ──▶ added, pre-existing   (see [`ledger`])
 //!
 //!   add    = needed − current
-//!   remove = (held ∩ current) − needed − pre-existing − immutable
+//!   remove = (added ∩ current) − needed − pre-existing − immutable
 //! ```
 //!
-//! podid only ever removes an identity that one of its assigned identities held on that target,
-//! that no desired assignment on any node of the same target still needs, that was not already on
-//! the target before podid needed it, and whose client id is not immutable. System-assigned
-//! identities are never touched. Changes go out as delta PATCHes of at most 150 entries.
+//! podid only ever removes an identity its ledger says it added to that target, that no desired
+//! assignment on any node of the same target still needs, that was not on the target before podid
+//! first added anything, and whose client id is not immutable. System-assigned identities are
+//! never touched. Changes go out as delta PATCHes of at most 150 entries.
 use std::borrow::Borrow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::sync::LazyLock;
 
 use podid_api::{AssignedState, AzureAssignedIdentity, IdentityKind};
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
+
+pub mod ledger;
+
+pub use ledger::{Ledger, TargetLedger, delta};
 
 use crate::diff::is_preexisting;
 use crate::matching::Desired;
@@ -29,7 +35,8 @@ use crate::matching::Desired;
 pub const MAX_IDENTITIES_PER_UPDATE: usize = 150;
 
 /// The ARM resource whose identity list a node's pods use.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Target {
     pub subscription: String,
     pub resource_group: String,
@@ -38,7 +45,8 @@ pub struct Target {
 }
 
 /// Scale set or standalone VM.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub enum TargetKind {
     ScaleSet,
     VirtualMachine,
@@ -109,10 +117,12 @@ pub struct IdentityRef {
 pub struct TargetNeeds {
     /// Identities desired assignments on the target's nodes need.
     pub needed: BTreeMap<String, IdentityRef>,
-    /// Identities existing assigned identities on the target's nodes hold (any state).
+    /// Identities existing assigned identities on the target's nodes hold (any state). Read only
+    /// to seed a target's first ledger ([`Ledger::first`]) and to find legacy targets to visit.
     pub held: BTreeMap<String, IdentityRef>,
-    /// Identities some existing assigned identity marks as pre-existing on this target.
-    pub preexisting: BTreeSet<String>,
+    /// Identities some existing assigned identity marks `podid.io/identity-preexisting` on this
+    /// target (the same: only for the first ledger).
+    pub marked_preexisting: BTreeSet<String>,
 }
 
 /// Groups needs and holdings by target. Nodes missing from `node_targets` are returned so the
@@ -142,7 +152,7 @@ pub fn needs<A: Borrow<AzureAssignedIdentity>>(
             Some(t) => {
                 let entry = out.entry(t.clone()).or_default();
                 if is_preexisting(aai) {
-                    entry.preexisting.insert(r.key.clone());
+                    entry.marked_preexisting.insert(r.key.clone());
                 }
                 entry.held.insert(r.key.clone(), r);
             }
@@ -211,38 +221,6 @@ impl Delta {
     pub fn is_empty(&self) -> bool {
         self.add.is_empty() && self.remove.is_empty()
     }
-}
-
-/// The change that brings `current` to what `needs` requires. `immutable_client_ids` must be
-/// lower-cased.
-pub fn delta(
-    needs: &TargetNeeds,
-    current: &ResourceIdentity,
-    immutable_client_ids: &BTreeSet<String>,
-) -> Delta {
-    let add = needs.needed.keys().filter(|k| !current.user_assigned.contains(*k)).cloned().collect();
-    let remove = needs
-        .held
-        .values()
-        .filter(|r| current.user_assigned.contains(&r.key))
-        .filter(|r| !needs.needed.contains_key(&r.key))
-        .filter(|r| !needs.preexisting.contains(&r.key))
-        .filter(|r| !immutable_client_ids.contains(&r.client_id.to_ascii_lowercase()))
-        .map(|r| r.key.clone())
-        .collect();
-    Delta { add, remove }
-}
-
-/// Identities a new assigned identity will find already on the target without podid having put
-/// them there (or inheriting that mark): these are recorded as pre-existing and never removed.
-pub fn preexisting_for_new(needs: &TargetNeeds, current: &ResourceIdentity) -> BTreeSet<String> {
-    needs
-        .needed
-        .keys()
-        .filter(|k| current.user_assigned.contains(*k))
-        .filter(|k| !needs.held.contains_key(*k) || needs.preexisting.contains(*k))
-        .cloned()
-        .collect()
 }
 
 /// One ARM PATCH body for the `identity` of a target.

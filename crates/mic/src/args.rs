@@ -51,8 +51,10 @@ pub struct Args {
     /// Comma-separated client ids of identities never removed from scale sets and VMs.
     #[arg(long = "immutable-user-msis", default_value = "")]
     pub immutable_user_msis: String,
-    /// Drift check: re-adds identities removed from scale sets behind podid's back. `0` turns it off.
-    #[arg(long = "identity-assignment-reconcile-interval", default_value = "3m", value_parser = parse_duration)]
+    /// Safety net: read every scale set or VM with needed identities this often and re-add what was
+    /// removed behind podid's back. Drift of an identity in use is found sooner without it: the
+    /// agents report IMDS refusing it. `0` turns it off. Upstream's default was 3m.
+    #[arg(long = "identity-assignment-reconcile-interval", default_value = "1h", value_parser = parse_duration)]
     pub reconcile_interval: Duration,
     /// Retries of an identity update after dropping identities ARM refused.
     #[arg(long = "update-user-msi-max-retry", default_value_t = 2)]
@@ -66,7 +68,8 @@ pub struct Args {
     /// Appended to the User-Agent of every outbound call.
     #[arg(long = "custom-user-agent", default_value = "")]
     pub custom_user_agent: String,
-    /// How long to gather changes before acting on them.
+    /// After acting on a change, how long to gather further changes before acting again (a change
+    /// after a quiet spell is acted on at once).
     #[arg(long = "batch-window", default_value = "100ms", value_parser = parse_duration)]
     pub batch_window: Duration,
     /// First back-off after a failed scale set update or a refused identity (doubles up to 5 min).
@@ -198,11 +201,11 @@ mod tests {
     }
 
     #[test]
-    fn defaults_match_upstream() {
+    fn defaults_match_upstream_except_the_drift_safety_net() {
         let a = parse(&["podid-mic"]);
         assert_eq!((a.probe_port, a.prometheus_port), (8080, 8888));
         assert_eq!(a.leader_election_duration, Duration::from_secs(15));
-        assert_eq!(a.drift_interval(), Some(Duration::from_secs(180)));
+        assert_eq!(a.drift_interval(), Some(Duration::from_secs(3600)), "a slow safety net (upstream: 3m)");
         assert_eq!(
             (a.leader_election_namespace.as_str(), a.leader_election_name.as_str()),
             ("default", "aad-pod-identity-mic")

@@ -1,5 +1,16 @@
-//! Kubernetes Events for every assignment, removal and failure, on the pod and on the assigned
-//! identity, with upstream's reasons (spec §2.9), written as `events.k8s.io/v1` Events.
+//! Kubernetes Events, written as `events.k8s.io/v1` Events (`kubectl describe` shows them on the
+//! object they regard; every reference carries the object's uid, which it filters by).
+//!
+//! | reason | type | on | when |
+//! |---|---|---|---|
+//! | `binding applied` | Normal | AzureIdentityBinding (upstream) | an assignment became `Assigned` |
+//! | `binding apply error` | Warning | AzureIdentityBinding (upstream), Pod | an assignment could not be made |
+//! | `binding removed` | Normal | AzureIdentityBinding (upstream) | an assignment was removed |
+//! | `binding remove error` | Warning | AzureIdentityBinding (upstream), Pod | a removal failed |
+//! | `status update error` | Warning | AzureAssignedIdentity (upstream) | its state could not be written |
+//! | `LeaderElection` | Normal | the Lease (upstream: its lock) | this replica became leader |
+//! | `InvalidIdentity` | Warning | AzureIdentity | unknown type, bad resource id, missing fields |
+//! | `IdentityNotFound` | Warning | AzureIdentityBinding | the binding names no existing identity |
 //!
 //! A repeat of the same event (same type, reason and object) within [`SERIES_TTL`] becomes a
 //! series on the first one (`series.count` patched up), as client-go and kube's recorder do, so a
@@ -16,7 +27,6 @@ use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Resource};
 use parking_lot::Mutex;
-use podid_api::AzureAssignedIdentity;
 use podid_core::PodKey;
 use serde_json::json;
 
@@ -25,6 +35,9 @@ pub const APPLY_ERROR: &str = "binding apply error";
 pub const REMOVED: &str = "binding removed";
 pub const REMOVE_ERROR: &str = "binding remove error";
 pub const STATUS_ERROR: &str = "status update error";
+pub const LEADER_ELECTION: &str = "LeaderElection";
+pub const INVALID_IDENTITY: &str = "InvalidIdentity";
+pub const IDENTITY_NOT_FOUND: &str = "IdentityNotFound";
 
 /// How long a published event can absorb repeats as a series.
 pub const SERIES_TTL: SignedDuration = SignedDuration::from_mins(6);
@@ -128,32 +141,11 @@ impl Events {
         }
     }
 
-    fn pod_ref(pod: &PodKey) -> ObjectReference {
-        ObjectReference {
-            api_version: Some("v1".into()),
-            kind: Some("Pod".into()),
-            namespace: Some(pod.namespace.clone()),
-            name: Some(pod.name.clone()),
-            ..ObjectReference::default()
-        }
-    }
-
-    /// Publishes `reason` with `note` on the pod and, if given, on the assigned identity.
-    pub async fn publish(
-        &self,
-        warning: bool,
-        reason: &str,
-        note: String,
-        pod: &PodKey,
-        aai: Option<&AzureAssignedIdentity>,
-    ) {
+    /// Publishes `reason` with `note` on every object in `regarding`.
+    pub async fn publish(&self, warning: bool, reason: &str, note: String, regarding: &[ObjectReference]) {
         let note = truncate(note);
-        let mut refs = vec![Self::pod_ref(pod)];
-        if let Some(a) = aai {
-            refs.push(a.object_ref(&()));
-        }
-        for r in refs {
-            if let Err(error) = self.publish_on(warning, reason, &note, &r).await {
+        for r in regarding {
+            if let Err(error) = self.publish_on(warning, reason, &note, r).await {
                 tracing::warn!(%error, reason, object = ?r.name, "Cannot publish an event");
             }
         }
@@ -174,22 +166,40 @@ impl Events {
             name: regarding.name.clone().unwrap_or_default(),
         };
         let now = Timestamp::now();
-        let write = self.recent.lock().observe(key.clone(), now);
         let api: Api<Event> = Api::namespaced(self.client.clone(), &key.namespace);
-        let result = match write {
+        let mut result = self.write(&api, &key, warning, note, regarding, now).await;
+        if matches!(&result, Err(kube::Error::Api(e)) if e.code == 404) {
+            // The series' first Event is gone (expired), or its creation has not landed yet
+            // (repeats published concurrently): start a new one.
+            self.recent.lock().forget(&key);
+            result = self.write(&api, &key, warning, note, regarding, now).await;
+        }
+        if result.is_err() {
+            self.recent.lock().forget(&key);
+        }
+        result
+    }
+
+    async fn write(
+        &self,
+        api: &Api<Event>,
+        key: &Key,
+        warning: bool,
+        note: &str,
+        regarding: &ObjectReference,
+        now: Timestamp,
+    ) -> Result<(), kube::Error> {
+        let write = self.recent.lock().observe(key.clone(), now);
+        match write {
             Write::Create(name) => {
-                let event = self.event(name, warning, reason, note, regarding, now);
+                let event = self.event(name, warning, &key.reason, note, regarding, now);
                 api.create(&PostParams::default(), &event).await.map(drop)
             }
             Write::Series { event, count } => {
                 let series = json!({ "series": { "count": count, "lastObservedTime": MicroTime(now) } });
                 api.patch(&event, &PatchParams::default(), &Patch::Merge(&series)).await.map(drop)
             }
-        };
-        if result.is_err() {
-            self.recent.lock().forget(&key);
         }
-        result
     }
 
     fn event(
@@ -220,11 +230,30 @@ impl Events {
     }
 }
 
+/// A reference to a Kubernetes object (with its uid) for an Event.
+pub fn regarding<K: Resource<DynamicType = ()>>(object: &K) -> ObjectReference {
+    object.object_ref(&())
+}
+
+/// A reference to a pod; `uid` from the index (without it `kubectl describe pod` misses the Event).
+pub fn pod_ref(pod: &PodKey, uid: Option<String>) -> ObjectReference {
+    ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("Pod".into()),
+        namespace: Some(pod.namespace.clone()),
+        name: Some(pod.name.clone()),
+        uid,
+        ..ObjectReference::default()
+    }
+}
+
 /// Upstream's action for each reason.
 fn action(reason: &str) -> &'static str {
     match reason {
         APPLIED | APPLY_ERROR => "Assign",
         REMOVED | REMOVE_ERROR => "Unassign",
+        LEADER_ELECTION => "Lead",
+        INVALID_IDENTITY | IDENTITY_NOT_FOUND => "Validate",
         _ => "UpdateStatus",
     }
 }

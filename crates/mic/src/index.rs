@@ -18,8 +18,8 @@
 //! identities of non-namespaced identities live in `default`).
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::time::Instant;
 
+use k8s_openapi::api::core::v1::Event as CoreEvent;
 use parking_lot::Mutex;
 use podid_api::{AzureAssignedIdentity, AzureIdentity, AzureIdentityBinding, Node, Pod, Resource};
 use podid_core::matching::{is_eligible, object_key};
@@ -27,6 +27,10 @@ use podid_core::scaleset::Target;
 use podid_core::{PodKey, PodView};
 use podid_runtime::watch::{Change, lean};
 use tokio::sync::watch;
+use tokio::time::Instant;
+use tracing::warn;
+
+use crate::ledger::{BadLedger, StoredLedger};
 
 /// A node as the controller sees it: its scale set or VM, or why it has none.
 pub type NodeTarget = Result<Target, String>;
@@ -42,12 +46,39 @@ pub struct Snapshot {
     pub nodes: BTreeMap<String, NodeTarget>,
     /// When each eligible pod was first seen eligible (for the assignment-latency metric).
     pub eligible_since: BTreeMap<PodKey, Instant>,
+    /// What podid added to each target (shared with the index).
+    pub ledgers: BTreeMap<Target, Arc<StoredLedger>>,
 }
 
 #[derive(Clone, Debug)]
 struct PodEntry {
     view: PodView,
+    uid: Option<String>,
     eligible_since: Option<Instant>,
+}
+
+/// A pod as the watch delivers it to the index: what matching reads, and its uid (for Events).
+#[derive(Clone, Debug)]
+pub struct PodSlim {
+    pub view: PodView,
+    pub uid: Option<String>,
+}
+
+/// An agent's report that IMDS refused an identity of an `Assigned` assigned identity.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DriftReport {
+    /// The assigned identity the Event is about.
+    pub aai: PodKey,
+}
+
+/// The reason agents give such reports (the controller watches Events with it).
+pub const DRIFT_REASON: &str = "IdentityNotOnNode";
+
+impl DriftReport {
+    pub fn from_event(e: CoreEvent) -> Self {
+        let o = e.involved_object;
+        Self { aai: PodKey::new(o.namespace.unwrap_or_default(), o.name.unwrap_or_default()) }
+    }
 }
 
 /// The index proper.
@@ -61,6 +92,13 @@ pub struct ClusterIndex {
     aais: BTreeMap<PodKey, Arc<AzureAssignedIdentity>>,
     /// Assigned identities the executor deleted: key → resourceVersion of its last write.
     tombstones: BTreeMap<PodKey, u64>,
+    ledgers: BTreeMap<Target, Arc<StoredLedger>>,
+    /// Ledger object name → its target (deletions arrive by name).
+    ledger_names: BTreeMap<String, Target>,
+    /// Ledgers the executor deleted: object name → resourceVersion of its last write.
+    ledger_tombstones: BTreeMap<String, u64>,
+    /// Targets agents reported since the loop last looked.
+    rechecks: BTreeSet<Target>,
 }
 
 /// A node as the pod watch delivers it to the index: its name and target, nothing else (a
@@ -77,9 +115,9 @@ impl NodeView {
     }
 }
 
-/// A pod reduced to what matching reads, as soon as the watch decodes it.
-pub fn pod_view(pod: Pod) -> PodView {
-    PodView::from_pod(&pod)
+/// A pod reduced to what matching reads (and its uid), as soon as the watch decodes it.
+pub fn pod_slim(pod: Pod) -> PodSlim {
+    PodSlim { view: PodView::from_pod(&pod), uid: pod.metadata.uid }
 }
 
 fn rv<K: Resource>(o: &K) -> Option<u64> {
@@ -111,21 +149,21 @@ impl ClusterIndex {
     }
 
     /// Applies a pod change; true if a decision may change.
-    pub fn pods(&mut self, change: Change<PodView>) -> bool {
+    pub fn pods(&mut self, change: Change<PodSlim>) -> bool {
         let now = Instant::now();
         match change {
             Change::Reset(all) => {
                 let old = std::mem::take(&mut self.pods);
                 let scope = self.scope.clone();
                 let in_scope = |ns: &str| scope.as_ref().is_none_or(|s| s.contains(ns));
-                for view in all.into_iter().filter(|v| in_scope(&v.key.namespace)) {
+                for PodSlim { view, uid } in all.into_iter().filter(|p| in_scope(&p.view.key.namespace)) {
                     let since = old.get(&view.key).and_then(|e| e.eligible_since);
                     let eligible_since = is_eligible(&view).then(|| since.unwrap_or(now));
-                    self.pods.insert(view.key.clone(), PodEntry { view, eligible_since });
+                    self.pods.insert(view.key.clone(), PodEntry { view, uid, eligible_since });
                 }
                 true
             }
-            Change::Apply(view) => {
+            Change::Apply(PodSlim { view, uid }) => {
                 if !self.in_scope(&view.key.namespace) {
                     return false;
                 }
@@ -136,7 +174,7 @@ impl ClusterIndex {
                     (true, Some(t)) => Some(t),
                     (true, None) => Some(now),
                 };
-                self.pods.insert(view.key.clone(), PodEntry { view, eligible_since });
+                self.pods.insert(view.key.clone(), PodEntry { view, uid, eligible_since });
                 changed
             }
             Change::Delete(key) => self.pods.remove(&key).is_some(),
@@ -223,6 +261,99 @@ impl ClusterIndex {
         self.aais.remove(key).is_some()
     }
 
+    /// The uid of a pod (for the Events that concern it).
+    pub fn pod_uid(&self, key: &PodKey) -> Option<String> {
+        self.pods.get(key).and_then(|p| p.uid.clone())
+    }
+
+    /// Applies a ledger change from the watch (bad ledgers are logged and left out).
+    pub fn ledgers(&mut self, change: Change<Result<StoredLedger, BadLedger>>) -> bool {
+        match change {
+            Change::Reset(all) => {
+                self.ledgers.clear();
+                self.ledger_names.clear();
+                self.ledger_tombstones.clear();
+                for l in all {
+                    self.insert_ledger(l);
+                }
+                true
+            }
+            Change::Apply(l) => self.insert_ledger(l),
+            Change::Delete(key) => {
+                self.ledger_tombstones.remove(&key.name);
+                match self.ledger_names.remove(&key.name) {
+                    Some(t) => self.ledgers.remove(&t).is_some(),
+                    None => false,
+                }
+            }
+        }
+    }
+
+    fn insert_ledger(&mut self, l: Result<StoredLedger, BadLedger>) -> bool {
+        match l {
+            Ok(l) => self.record_ledger(l),
+            Err(bad) => {
+                warn!(error = %bad, "Ignoring a ledger that cannot be read");
+                false
+            }
+        }
+    }
+
+    /// Records a ledger the executor wrote (or the watch reported), unless a newer version is
+    /// known or it was deleted since.
+    pub fn record_ledger(&mut self, l: StoredLedger) -> bool {
+        let incoming = l.rv();
+        if let (Some(dead), Some(v)) = (self.ledger_tombstones.get(&l.name), incoming)
+            && v <= *dead
+        {
+            return false;
+        }
+        let target = l.value.target.clone();
+        if let Some(have) = self.ledgers.get(&target)
+            && let (Some(h), Some(v)) = (have.rv(), incoming)
+            && v <= h
+        {
+            return false;
+        }
+        self.ledger_tombstones.remove(&l.name);
+        self.ledger_names.insert(l.name.clone(), target.clone());
+        self.ledgers.insert(target, Arc::new(l));
+        true
+    }
+
+    /// Records that the executor deleted a ledger (its last known version).
+    pub fn forget_ledger(&mut self, name: &str, last_rv: Option<u64>) -> bool {
+        if let Some(v) = last_rv {
+            self.ledger_tombstones.insert(name.to_string(), v);
+        }
+        match self.ledger_names.remove(name) {
+            Some(t) => self.ledgers.remove(&t).is_some(),
+            None => false,
+        }
+    }
+
+    /// Applies an agent's drift report: queues the target of the assigned identity it names (only
+    /// a live event counts; a listing is history).
+    pub fn drift_reports(&mut self, change: Change<DriftReport>) -> bool {
+        let Change::Apply(report) = change else { return false };
+        let Some(aai) = self.aais.get(&report.aai) else { return false };
+        if aai.state() != podid_api::AssignedState::Assigned {
+            return false;
+        }
+        match self.nodes.get(&aai.spec.node_name) {
+            Some(Ok(t)) => {
+                self.rechecks.insert(t.clone());
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The targets agents reported since the last call.
+    pub fn take_rechecks(&mut self) -> BTreeSet<Target> {
+        std::mem::take(&mut self.rechecks)
+    }
+
     /// Copies out what a pass needs.
     pub fn snapshot(&self) -> Snapshot {
         Snapshot {
@@ -236,6 +367,7 @@ impl ClusterIndex {
                 .iter()
                 .filter_map(|(k, e)| e.eligible_since.map(|t| (k.clone(), t)))
                 .collect(),
+            ledgers: self.ledgers.clone(),
         }
     }
 }
@@ -281,9 +413,9 @@ impl SharedIndex {
         }
     }
 
-    /// Runs `f` on the index without waking anyone (the executor's write-through).
-    pub fn quietly(&self, f: impl FnOnce(&mut ClusterIndex) -> bool) {
-        f(&mut self.index.lock());
+    /// Runs `f` on the index without waking anyone (the executor's write-through, reads).
+    pub fn quietly<R>(&self, f: impl FnOnce(&mut ClusterIndex) -> R) -> R {
+        f(&mut self.index.lock())
     }
 
     pub fn snapshot(&self) -> Snapshot {

@@ -6,16 +6,19 @@
 //! them any more.
 //!
 //! ```text
-//!  watches ──▶ index::ClusterIndex ──(revision, coalesced)──▶ controller (leader only)
-//!                    ▲                                            │ plan::decide (pure, podid-core)
-//!                    │ write-through                              ▼
-//!                    └────────── execute::Executor ◀── one task per Unit (scale set / VM / direct)
-//!                                 kube: objects, events        ARM: GET, PATCH (LRO)
+//!  watches ──▶ index::ClusterIndex ──(revision; schedule::Batcher)──▶ controller (leader only)
+//!   (+ ledgers,       ▲                                                 │ plan::decide (pure)
+//!    agents' drift    │ write-through                                   ▼
+//!    reports)         └────────── execute::Executor ◀── one task per Unit (scale set / VM / direct)
+//!                         kube: objects, ledgers, events        ARM: GET, PATCH
 //!  leader::run (Lease) ─▶ leader flag ─▶ controller, /healthz ("Active" / "Not Active")
 //! ```
 //!
-//! Deciding ([`plan`]) is separate from doing ([`execute`]); with nothing changing, nothing is
-//! decided and no ARM call is made (apart from the optional drift check).
+//! Deciding ([`plan`], [`leader::decide`], [`schedule`]) is separate from doing ([`execute`],
+//! [`leader::run`]); everything runs on tokio's clock (clippy's `disallowed-types` keeps
+//! `std::time::Instant` out). With nothing changing, nothing is decided and no ARM call is made
+//! apart from the slow drift check; drift is found when an agent reports IMDS refusing an
+//! identity the controller has as `Assigned`.
 #![forbid(unsafe_code)]
 
 pub mod args;
@@ -24,10 +27,12 @@ pub mod events;
 pub mod execute;
 pub mod index;
 pub mod leader;
+pub mod ledger;
 pub mod metrics;
 pub mod objects;
 pub mod plan;
 pub mod runtime;
+pub mod schedule;
 
 pub use args::Args;
 pub use runtime::{Config, Running, start};

@@ -6,7 +6,9 @@
 //! {duration_seconds,errors_count}` and `aadpodidentity_kubernetes_api_operations_errors_count`.
 //! prometheus-client renders counters with a `_total` suffix (OpenMetrics).
 //! podid adds `podid_mic_arm_calls` (by operation and result), `podid_mic_assignment_latency_seconds`
-//! (pod seen scheduled and live → `Assigned`) and `podid_mic_queue_depth` (units with work waiting).
+//! (pod seen scheduled and live → `Assigned`), `podid_mic_queue_depth` (units with work waiting),
+//! `podid_mic_drift_reports` (agents' reports of IMDS refusing an `Assigned` identity that queued a
+//! re-check) and `podid_mic_rechecks` (re-checks started).
 use std::time::Duration;
 
 use podid_azure::arm::CallRecord;
@@ -47,6 +49,8 @@ pub struct Metrics {
     arm_calls: Family<ArmLabels, Counter>,
     assignment_latency: Histogram,
     pub queue_depth: Gauge,
+    pub drift_reports: Counter,
+    pub rechecks: Counter,
 }
 
 impl Metrics {
@@ -64,6 +68,8 @@ impl Metrics {
             arm_calls: Family::default(),
             assignment_latency: Histogram::new(LATENCY_BUCKETS),
             queue_depth: Gauge::default(),
+            drift_reports: Counter::default(),
+            rechecks: Counter::default(),
         };
         let aad = registry.sub_registry_with_prefix("aadpodidentity");
         for op in ["addition", "deletion", "update"] {
@@ -105,6 +111,16 @@ impl Metrics {
             m.assignment_latency.clone(),
         );
         podid.register("queue_depth", "Units with work waiting or in progress", m.queue_depth.clone());
+        podid.register(
+            "drift_reports",
+            "Agents' reports of IMDS refusing an Assigned identity that queued a re-check",
+            m.drift_reports.clone(),
+        );
+        podid.register(
+            "rechecks",
+            "Re-checks of a scale set or VM agents asked for, started",
+            m.rechecks.clone(),
+        );
         m
     }
 

@@ -1,7 +1,7 @@
 //! Writing assigned identities, exactly as upstream does (spec §2.9, §2.13): POST the full object
 //! (status included: the CRD has no status subresource), PUT to rewrite it, JSON-patch
 //! `/status/status` to change state, DELETE then drop podid's finalizer.
-use std::time::Instant;
+use tokio::time::Instant;
 
 use kube::Api;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};

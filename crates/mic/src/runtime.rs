@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use k8s_openapi::api::core::v1::{ConfigMap, Event as CoreEvent};
 use kube::Api;
 use kube::core::DeserializeGuard;
 use kube::runtime::watcher;
@@ -25,10 +26,11 @@ use tracing::info;
 
 use crate::args::Args;
 use crate::controller::{self, Settings};
-use crate::events::Events;
+use crate::events::{self, Events};
 use crate::execute::Executor;
-use crate::index::{ClusterIndex, NodeView, SharedIndex, pod_view, scope};
+use crate::index::{ClusterIndex, DRIFT_REASON, DriftReport, NodeView, SharedIndex, pod_slim, scope};
 use crate::leader::{self, Election};
+use crate::ledger::{self as ledgers, LedgerStore};
 use crate::metrics::Metrics;
 use crate::objects::Objects;
 
@@ -38,6 +40,7 @@ pub struct Config {
     pub settings: Settings,
     /// Namespaces watched (`None`: all).
     pub scope: Option<BTreeSet<String>>,
+    /// The Lease; its namespace also holds the ledgers (what podid added to each scale set).
     pub election: Election,
     /// Lower-cased client ids never removed.
     pub immutable: BTreeSet<String>,
@@ -91,28 +94,78 @@ pub fn start(kube: kube::Client, arm: ArmClient, config: Config) -> Running {
     let mut tasks = Vec::new();
 
     let all = watcher::Config::default;
-    let w = Watches { kube: &kube, index: &index, readiness: &readiness, metrics: &metrics };
-    tasks.push(w.spawn::<Pod, _>(all(), "pods", pod_view, ClusterIndex::pods));
-    tasks.push(w.spawn::<Node, _>(all(), "nodes", NodeView::from_node, ClusterIndex::nodes));
-    tasks.push(w.spawn::<AzureIdentity, _>(all(), "identities", lean, ClusterIndex::identities));
-    tasks.push(w.spawn::<AzureIdentityBinding, _>(all(), "bindings", lean, ClusterIndex::bindings));
-    tasks.push(w.spawn::<AzureAssignedIdentity, _>(all(), "assignedidentities", lean, ClusterIndex::aais));
+    let w = Watches { index: &index, readiness: &readiness, metrics: &metrics };
+    tasks.push(w.spawn::<Pod, _>(Api::all(kube.clone()), all(), "pods", pod_slim, ClusterIndex::pods));
+    tasks.push(w.spawn::<Node, _>(
+        Api::all(kube.clone()),
+        all(),
+        "nodes",
+        NodeView::from_node,
+        ClusterIndex::nodes,
+    ));
+    tasks.push(w.spawn::<AzureIdentity, _>(
+        Api::all(kube.clone()),
+        all(),
+        "identities",
+        lean,
+        ClusterIndex::identities,
+    ));
+    tasks.push(w.spawn::<AzureIdentityBinding, _>(
+        Api::all(kube.clone()),
+        all(),
+        "bindings",
+        lean,
+        ClusterIndex::bindings,
+    ));
+    tasks.push(w.spawn::<AzureAssignedIdentity, _>(
+        Api::all(kube.clone()),
+        all(),
+        "assignedidentities",
+        lean,
+        ClusterIndex::aais,
+    ));
+    // What podid added to each scale set, next to the Lease.
+    let mine = Api::namespaced(kube.clone(), &config.election.namespace);
+    let labelled = all().labels(&LedgerStore::selector());
+    tasks.push(w.spawn::<ConfigMap, _>(
+        mine,
+        labelled,
+        "ledgers",
+        ledgers::from_config_map,
+        ClusterIndex::ledgers,
+    ));
+    // Agents' reports of IMDS refusing an identity the controller has as Assigned.
+    let reported = all().fields(&format!("reason={DRIFT_REASON}"));
+    let slim = DriftReport::from_event;
+    tasks.push(w.spawn::<CoreEvent, _>(
+        Api::all(kube.clone()),
+        reported,
+        "driftreports",
+        slim,
+        ClusterIndex::drift_reports,
+    ));
 
     let (leader_tx, leader_rx) = watch::channel(false);
-    let elections = metrics.clone();
+    let event_sink = Events::new(kube.clone(), &config.election.identity);
+    let (elections, announce, me) = (metrics.clone(), event_sink.clone(), config.election.identity.clone());
     tasks.push(tokio::spawn(leader::run(
         kube.clone(),
         config.election.clone(),
         leader_tx,
-        Arc::new(move || {
+        Arc::new(move |lease| {
             elections.leader_elections.inc();
+            let (announce, note) = (announce.clone(), format!("{me} became leader"));
+            tokio::spawn(
+                async move { announce.publish(false, events::LEADER_ELECTION, note, &[lease]).await },
+            );
         }),
     )));
 
     let executor = Executor {
         objects: Objects { client: kube.clone(), metrics: metrics.clone() },
+        ledgers: LedgerStore { client: kube.clone(), namespace: config.election.namespace.clone() },
         arm,
-        events: Events::new(kube, &config.election.identity),
+        events: event_sink,
         metrics: metrics.clone(),
         index: index.clone(),
         immutable: Arc::new(config.immutable.clone()),
@@ -131,18 +184,18 @@ pub fn start(kube: kube::Client, arm: ArmClient, config: Config) -> Running {
     Running { leader: leader_rx, metrics, registry: Arc::new(registry), readiness, index, tasks }
 }
 
-/// What every watch shares: the client, the index it feeds, readiness and metrics.
+/// What every watch shares: the index it feeds, readiness and metrics.
 struct Watches<'a> {
-    kube: &'a kube::Client,
     index: &'a Arc<SharedIndex>,
     readiness: &'a Readiness,
     metrics: &'a Arc<Metrics>,
 }
 
 impl Watches<'_> {
-    /// Watches every `K`, slims each object to `V` as it is decoded, and feeds `sink`.
+    /// Watches `K` through `api`, slims each object to `V` as it is decoded, and feeds `sink`.
     fn spawn<K, V>(
         &self,
+        api: Api<DeserializeGuard<K>>,
         cfg: watcher::Config,
         kind: &'static str,
         slim: fn(K) -> V,
@@ -158,7 +211,6 @@ impl Watches<'_> {
             + 'static,
         V: Send + 'static,
     {
-        let api: Api<DeserializeGuard<K>> = Api::all(self.kube.clone());
         let idx = self.index.clone();
         let on_change = move |c| idx.update(|i| sink(i, c));
         let metrics = self.metrics.clone();
@@ -205,15 +257,19 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let credential = token_source(&auth, &cloud, &http, ImdsOptions::default())
         .context("cannot set up ARM credentials")?;
     let options = ArmOptions { poll_interval: args.arm_poll_interval, ..ArmOptions::default() };
-    let arm = ArmClient::for_cloud(build_client(&http)?, &cloud, credential, options);
+    let http = build_client(&http).context("cannot set up HTTPS for ARM (--trusted-ca-file?)")?;
+    let arm = ArmClient::for_cloud(http, &cloud, credential, options);
 
     let mut kube_config = if args.kubeconfig.is_empty() {
         kube::Config::infer()
             .await
             .context("cannot configure a Kubernetes client (KUBECONFIG or in-cluster)")?
     } else {
-        let kubeconfig = kube::config::Kubeconfig::read_from(&args.kubeconfig)?;
-        kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?
+        let kubeconfig = kube::config::Kubeconfig::read_from(&args.kubeconfig)
+            .with_context(|| format!("cannot read --kubeconfig {}", args.kubeconfig))?;
+        kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+            .await
+            .with_context(|| format!("unusable --kubeconfig {}", args.kubeconfig))?
     };
     let proxy = podid_azure::ProxySettings::from_env();
     kube_config.proxy_url = proxy.for_kube(&kube_config.cluster_url, kube_config.proxy_url.as_ref());
@@ -242,6 +298,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             drift_interval: args.drift_interval(),
             base_backoff: args.retry_backoff,
             max_backoff: Duration::from_secs(300),
+            ..Settings::default()
         },
         scope: scope(&args.watch_namespaces),
         election: Election {

@@ -203,6 +203,7 @@ async fn main() {
                 drift_interval: None,
                 base_backoff: Duration::from_millis(500),
                 max_backoff: Duration::from_secs(10),
+                ..Settings::default()
             },
             scope: Some(BTreeSet::from([ns.clone()])),
             election: Election {
@@ -224,6 +225,8 @@ async fn main() {
             .args(["--node", &node, "--nmi-listen-address", "127.0.0.1", "--nmi-port", &port.to_string()])
             .args(["--iptables=false", "--kubelet-config", "/nonexistent", "--cloud-config", "/nonexistent"])
             .args(["--imds-endpoint", &imds, "--metadata-ip", "127.0.0.1", "--metadata-port", "9"])
+            // Asked through /host/token (off by default; this bench runs as root, as it requires).
+            .arg("--host-token")
             .args(["--http-probe-port", &admin.to_string(), "--prometheus-port", &admin.to_string()])
             .args(["--aad-authority", &emu.login_url(), "--tenant-id", &emu.tenant_id()])
             .arg("--trusted-ca-file")

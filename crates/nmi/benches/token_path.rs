@@ -5,7 +5,11 @@
 //!   PODID_BENCH_SECS=1 cargo bench -p podid-nmi --bench token_path
 //!
 //! Each load-generator connection binds its own 127.0.0.x source address, so the agent identifies
-//! it as a distinct pod; every pod is bound to the emulator's `podid-app` identity. Results are
+//! it as a distinct pod; every pod is bound to the emulator's `podid-app` identity. The agent is
+//! served through its bounded listener (`podid_nmi::http::serve`: header and idle timeouts,
+//! per-source connection accounting, the per-source request bucket) and its bounded cache, as the
+//! binary runs; only the rate is set beyond reach (4 billion per second) so every request pays for
+//! the bucket check but none is refused — this measures the bounds' cost, not the rate policy. Results are
 //! printed as a Markdown table, as `BENCH-JSON {…}` lines (one per row, suite `token_path`, read
 //! by `podid-bench`) and written to `target/bench/token_path.json`. `PODID_BENCH_CONNS` (default
 //! `1,8,64`) sets the concurrency levels.
@@ -26,8 +30,10 @@ use podid_core::matching::{MatchOptions, desired};
 use podid_core::pod::Phase;
 use podid_core::{PodKey, PodView};
 use podid_emulator::{Emulator, EmulatorConfig};
-use podid_nmi::cache::TokenCache;
+use podid_nmi::cache::{CacheLimits, TokenCache};
+use podid_nmi::http::limits::Limits;
 use podid_nmi::http::proxy::Proxy;
+use podid_nmi::http::serve::{ServeOptions, serve};
 use podid_nmi::metrics::Metrics;
 use podid_nmi::provider::AzureProvider;
 use podid_nmi::token::SystemClock;
@@ -119,10 +125,17 @@ fn agent_state(imds_url: &str, cache_min_remaining: u64) -> AgentState {
     config.mic_namespace = "kube-system".into();
     AgentState {
         shared: Arc::new(Shared::default()),
-        cache: TokenCache::new(provider, Arc::new(SystemClock), cache_min_remaining),
+        cache: TokenCache::bounded(
+            provider,
+            Arc::new(SystemClock),
+            cache_min_remaining,
+            CacheLimits::default(),
+            Some(metrics.clone()),
+        ),
         config: Arc::new(config),
         metrics,
         proxy: Proxy::new(imds_url).unwrap(),
+        drift: Default::default(),
     }
 }
 
@@ -172,10 +185,11 @@ fn bind_pods(state: &AgentState) {
 
 async fn serve_agent(state: AgentState) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        axum::serve(listener, app(state).into_make_service_with_connect_info::<SocketAddr>()).await
-    });
+    let addr: SocketAddr = listener.local_addr().unwrap();
+    let limits = Limits { requests_per_second: u32::MAX, request_burst: u32::MAX, ..Limits::default() };
+    let options = ServeOptions { limits, intercepted: None };
+    let metrics = state.metrics.clone();
+    tokio::spawn(serve(vec![listener], app(state), options, metrics, std::future::pending()));
     format!("http://{addr}")
 }
 

@@ -21,16 +21,25 @@ pub struct Args {
     /// Port the token service listens on (the iptables rule DNATs to 127.0.0.1 on this port).
     #[arg(long = "nmi-port", default_value_t = 2579)]
     pub port: u16,
-    /// Intercepted destination address (and where other metadata calls are forwarded).
+    /// Intercepted destination address: pods' TCP traffic to it is redirected to the agent. Also
+    /// where IMDS is, unless `--imds-endpoint` says otherwise.
     #[arg(long = "metadata-ip", default_value = "169.254.169.254")]
     pub metadata_ip: Ipv4Addr,
-    /// Intercepted destination port.
+    /// Intercepted destination port (and IMDS's, unless `--imds-endpoint` says otherwise).
     #[arg(long = "metadata-port", default_value_t = 80)]
     pub metadata_port: u16,
-    /// IMDS base URL the agent itself fetches tokens from (the agent runs on the host network, so
-    /// its own calls are not intercepted).
-    #[arg(long = "imds-endpoint", env = "PODID_IMDS_ENDPOINT", default_value = "http://169.254.169.254")]
-    pub imds_endpoint: url::Url,
+    /// IMDS base URL (`http://host:port`): where the agent fetches tokens and forwards other
+    /// metadata calls (the agent runs on the host network, so its own calls are not
+    /// intercepted). Default: `http://<metadata-ip>:<metadata-port>`.
+    #[arg(long = "imds-endpoint", env = "PODID_IMDS_ENDPOINT")]
+    pub imds_endpoint: Option<url::Url>,
+    /// Where intercepted traffic is DNATed to: `auto` (this node's own address towards the
+    /// metadata IP, as the kernel's route lookup picks it; the agent also listens there, for this
+    /// node's pods only), `loopback` (upstream's 127.0.0.1, which the kernel only routes with
+    /// `route_localnet=1` on the pods' interfaces, as kube-proxy in iptables mode sets it), or a
+    /// node address such as `$(HOST_IP)`.
+    #[arg(long = "dnat-address", env = "PODID_DNAT_ADDRESS", default_value = "auto")]
+    pub dnat_address: DnatAddress,
     /// Seconds between checks that the iptables rules are intact.
     #[arg(long = "ipt-update-interval-sec", default_value_t = 60)]
     pub ipt_update_interval_sec: u64,
@@ -95,9 +104,45 @@ pub struct Args {
     /// would then reach the real IMDS).
     #[arg(long = "cleanup-iptables-on-exit", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub cleanup_iptables_on_exit: bool,
-    /// Serve `/host/token` to node-local callers.
-    #[arg(long = "host-token", default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    /// Serve `/host/token` (a root process on the node asking for a pod's token by name, e.g. a
+    /// CSI driver). Only connections from 127.0.0.1 whose socket belongs to uid 0 are served.
+    #[arg(long = "host-token", env = "PODID_HOST_TOKEN", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub host_token: bool,
+    /// Seconds a connection has to send a complete request head, counted from the connection or
+    /// from the head's first byte.
+    #[arg(long = "header-timeout-sec", env = "PODID_HEADER_TIMEOUT_SEC", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub header_timeout_sec: u64,
+    /// Seconds a keep-alive connection may sit without a request before it is closed.
+    #[arg(long = "idle-timeout-sec", env = "PODID_IDLE_TIMEOUT_SEC", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    pub idle_timeout_sec: u64,
+    /// Open connections per source address (pod); more are answered 429 and closed.
+    #[arg(long = "max-connections-per-source", env = "PODID_MAX_CONNECTIONS_PER_SOURCE", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_connections_per_source: u64,
+    /// Open connections in all; more are closed at once. 0: half the file descriptors the
+    /// process may open, less 256, at most 8192. Never more than the fd limit less 256.
+    #[arg(long = "max-connections", env = "PODID_MAX_CONNECTIONS", default_value_t = 0)]
+    pub max_connections: u64,
+    /// Requests per second per source address (pod); more are answered 429 with `Retry-After`.
+    /// 0: unlimited.
+    #[arg(
+        long = "max-requests-per-second-per-source",
+        env = "PODID_MAX_REQUESTS_PER_SECOND_PER_SOURCE",
+        default_value_t = 100
+    )]
+    pub max_requests_per_second_per_source: u32,
+    /// Requests a source may send at once before the per-second rate applies.
+    #[arg(long = "request-burst-per-source", env = "PODID_REQUEST_BURST_PER_SOURCE", default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..))]
+    pub request_burst_per_source: u32,
+    /// Tokens the cache holds in all (least recently used evicted first).
+    #[arg(long = "token-cache-entries", env = "PODID_TOKEN_CACHE_ENTRIES", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..))]
+    pub token_cache_entries: u64,
+    /// Tokens the cache holds per identity (one identity's resources evict each other, never
+    /// another identity's tokens).
+    #[arg(long = "token-cache-entries-per-identity", env = "PODID_TOKEN_CACHE_ENTRIES_PER_IDENTITY", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..))]
+    pub token_cache_entries_per_identity: u64,
+    /// Bytes of tokens and keys the cache holds in all.
+    #[arg(long = "token-cache-bytes", env = "PODID_TOKEN_CACHE_BYTES", default_value_t = 4 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(65536..))]
+    pub token_cache_bytes: u64,
     /// Entra ID authority used for service principals whose identity sets no `adEndpoint`.
     #[arg(
         long = "aad-authority",
@@ -138,6 +183,47 @@ pub struct Args {
     /// Accepted for upstream compatibility (klog verbosity); use RUST_LOG.
     #[arg(long = "v", hide = true, default_value_t = 0)]
     pub verbosity: u8,
+}
+
+/// Where intercepted traffic is DNATed to (`--dnat-address`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DnatAddress {
+    /// This node's address towards the metadata IP.
+    Auto,
+    /// 127.0.0.1 (upstream's rule; needs `route_localnet`).
+    Loopback,
+    /// This address (one of the node's own).
+    Address(Ipv4Addr),
+}
+
+impl std::str::FromStr for DnatAddress {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim() {
+            "auto" => Ok(Self::Auto),
+            "loopback" | "127.0.0.1" => Ok(Self::Loopback),
+            other => match other.parse::<Ipv4Addr>() {
+                Ok(ip) if ip.is_loopback() => Ok(Self::Loopback),
+                Ok(ip) if ip.is_unspecified() || ip.is_broadcast() || ip.is_multicast() => {
+                    Err(format!("{ip} is not a node address"))
+                }
+                Ok(ip) => Ok(Self::Address(ip)),
+                Err(_) => Err(format!("{other:?} is not `auto`, `loopback` or an IPv4 address")),
+            },
+        }
+    }
+}
+
+impl Args {
+    /// Where IMDS is, for tokens and forwarded calls alike: `--imds-endpoint`, else
+    /// `http://<metadata-ip>:<metadata-port>`.
+    pub fn imds_base(&self) -> Result<url::Url, url::ParseError> {
+        match &self.imds_endpoint {
+            Some(u) => Ok(u.clone()),
+            None => url::Url::parse(&format!("http://{}:{}/", self.metadata_ip, self.metadata_port)),
+        }
+    }
 }
 
 fn not_found_status(s: &str) -> Result<u16, String> {
@@ -190,5 +276,48 @@ mod tests {
             (16, 4, 5)
         );
         assert!(a.metadata_header_required && !a.block_instance_metadata && !a.set_retry_after_header);
+    }
+
+    #[test]
+    fn one_source_of_truth_for_where_imds_is() {
+        let a = parse(&["podid-nmi", "--node", "n"]);
+        assert_eq!(a.imds_base().unwrap().as_str(), "http://169.254.169.254/");
+        let a = parse(&["podid-nmi", "--node", "n", "--metadata-ip", "127.0.0.1", "--metadata-port", "8080"]);
+        assert_eq!(a.imds_base().unwrap().as_str(), "http://127.0.0.1:8080/");
+        let a = parse(&[
+            "podid-nmi",
+            "--node",
+            "n",
+            "--metadata-ip",
+            "10.0.0.1",
+            "--imds-endpoint",
+            "http://127.0.0.1:9/",
+        ]);
+        assert_eq!(a.imds_base().unwrap().as_str(), "http://127.0.0.1:9/", "--imds-endpoint wins");
+    }
+
+    #[test]
+    fn bounds_have_documented_defaults_and_host_token_is_off() {
+        let a = parse(&["podid-nmi", "--node", "n"]);
+        assert!(!a.host_token);
+        assert_eq!((a.header_timeout_sec, a.idle_timeout_sec), (10, 60));
+        assert_eq!((a.max_connections_per_source, a.max_connections), (64, 0));
+        assert_eq!((a.max_requests_per_second_per_source, a.request_burst_per_source), (100, 200));
+        assert_eq!(
+            (a.token_cache_entries, a.token_cache_entries_per_identity, a.token_cache_bytes),
+            (1024, 64, 4 * 1024 * 1024)
+        );
+        assert_eq!(a.dnat_address, DnatAddress::Auto);
+        assert!(Args::try_parse_from(["podid-nmi", "--node", "n", "--header-timeout-sec", "0"]).is_err());
+    }
+
+    #[test]
+    fn dnat_address_spellings() {
+        let p = |s: &str| s.parse::<DnatAddress>();
+        assert_eq!(p("auto"), Ok(DnatAddress::Auto));
+        assert_eq!(p("loopback"), Ok(DnatAddress::Loopback));
+        assert_eq!(p("127.0.0.1"), Ok(DnatAddress::Loopback));
+        assert_eq!(p("10.224.0.4"), Ok(DnatAddress::Address(Ipv4Addr::new(10, 224, 0, 4))));
+        assert!(p("0.0.0.0").is_err() && p("node").is_err());
     }
 }

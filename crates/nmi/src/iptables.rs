@@ -1,12 +1,20 @@
 //! Interception of pods' IMDS traffic (upstream §3.3): nat chain `aad-metadata`, jumped to from
 //! the first rule of `PREROUTING`, DNATs TCP to 169.254.169.254:80 (from anything but 127.0.0.1)
-//! to the agent. The chain text is byte-for-byte upstream's, so a Go and a Rust agent alternating
-//! on one node do not fight over it.
+//! to the agent.
+//!
+//! Where to: upstream DNATs to 127.0.0.1, which the kernel treats as a martian destination for a
+//! packet arriving on a pod's interface unless `route_localnet=1` on that interface — set as a
+//! side effect by kube-proxy in iptables mode, and by nothing else (IPVS, Cilium, no kube-proxy:
+//! pods' requests time out). podid DNATs by default to an address of the node itself
+//! ([`node_address_towards`] the metadata IP), which the kernel delivers locally with no sysctl,
+//! whatever the CNI and whether or not kube-proxy runs — and which an agent with only
+//! `NET_ADMIN` can use (`/proc/sys` is read-only in its container, so it could not set
+//! `route_localnet` itself). `--dnat-address=loopback` keeps upstream's byte-for-byte rule.
 //!
 //! Unlike upstream, the rules are **kept** when the agent stops (unless asked otherwise): while
 //! the agent restarts, redirected connections are refused instead of reaching the real IMDS and
 //! the node's identities (fail closed).
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -35,21 +43,60 @@ pub enum IptablesError {
 pub struct Rules {
     pub metadata_ip: Ipv4Addr,
     pub metadata_port: u16,
+    /// The agent's address for intercepted traffic: 127.0.0.1 (upstream's rule) or one of the
+    /// node's own addresses.
+    pub agent_ip: Ipv4Addr,
     pub agent_port: u16,
 }
 
 impl Rules {
+    /// Upstream's rules: intercepted traffic to 127.0.0.1.
+    pub fn upstream(metadata_ip: Ipv4Addr, metadata_port: u16, agent_port: u16) -> Self {
+        Self { metadata_ip, metadata_port, agent_ip: Ipv4Addr::LOCALHOST, agent_port }
+    }
+
     /// The chain exactly as `iptables -t nat -S aad-metadata` lists it.
     pub fn expected(&self) -> Vec<String> {
         vec![
             format!("-N {CHAIN}"),
             format!(
-                "-A {CHAIN} ! -s 127.0.0.1/32 -d {}/32 -p tcp -m tcp --dport {} -j DNAT --to-destination 127.0.0.1:{}",
-                self.metadata_ip, self.metadata_port, self.agent_port
+                "-A {CHAIN} ! -s 127.0.0.1/32 -d {}/32 -p tcp -m tcp --dport {} -j DNAT --to-destination {}:{}",
+                self.metadata_ip, self.metadata_port, self.agent_ip, self.agent_port
             ),
             format!("-A {CHAIN} -j RETURN"),
         ]
     }
+}
+
+/// This node's own address on the route towards `destination`: the source address the kernel
+/// picks for it (a UDP `connect` only looks the route up; nothing is sent).
+pub fn node_address_towards(destination: Ipv4Addr) -> Result<Ipv4Addr, NodeAddressError> {
+    let err = |source| NodeAddressError { destination, source };
+    let socket = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).map_err(err)?;
+    socket.connect((destination, 80)).map_err(err)?;
+    match socket.local_addr().map_err(err)?.ip() {
+        IpAddr::V4(ip) if !ip.is_loopback() && !ip.is_unspecified() => Ok(ip),
+        other => Err(err(std::io::Error::other(format!("the route gives {other}, not a node address")))),
+    }
+}
+
+/// No node address to DNAT to.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "cannot find this node's address towards {destination} (for --dnat-address=auto): {source}; \
+     pass --dnat-address=<node IP> (e.g. $(HOST_IP) from status.hostIP), or --dnat-address=loopback \
+     if route_localnet=1 on the pods' interfaces"
+)]
+pub struct NodeAddressError {
+    destination: Ipv4Addr,
+    source: std::io::Error,
+}
+
+/// `net.ipv4.conf.all.route_localnet` under `proc_sys` (`/proc/sys`), if readable. The kernel ORs
+/// `all` with the interface's own value.
+pub fn route_localnet_all(proc_sys: &Path) -> Option<bool> {
+    let v = std::fs::read_to_string(proc_sys.join("net/ipv4/conf/all/route_localnet")).ok()?;
+    Some(v.trim() != "0")
 }
 
 /// The real thing: shells out to `iptables` (as upstream's go-iptables does).
@@ -121,7 +168,7 @@ impl Iptables {
     fn append_rules(&self) -> Result<(), IptablesError> {
         let dst = format!("{}/32", self.rules.metadata_ip);
         let dport = self.rules.metadata_port.to_string();
-        let to = format!("127.0.0.1:{}", self.rules.agent_port);
+        let to = format!("{}:{}", self.rules.agent_ip, self.rules.agent_port);
         self.run(&[
             "-t",
             "nat",
@@ -208,8 +255,7 @@ mod tests {
 
     #[test]
     fn chain_text_is_upstreams() {
-        let rules =
-            Rules { metadata_ip: Ipv4Addr::new(169, 254, 169, 254), metadata_port: 80, agent_port: 2579 };
+        let rules = Rules::upstream(Ipv4Addr::new(169, 254, 169, 254), 80, 2579);
         assert_eq!(
             rules.expected(),
             [
@@ -217,6 +263,18 @@ mod tests {
                 "-A aad-metadata ! -s 127.0.0.1/32 -d 169.254.169.254/32 -p tcp -m tcp --dport 80 -j DNAT --to-destination 127.0.0.1:2579",
                 "-A aad-metadata -j RETURN",
             ]
+        );
+    }
+
+    #[test]
+    fn node_address_rule_dnats_to_the_node_address() {
+        let rules = Rules {
+            agent_ip: Ipv4Addr::new(10, 224, 0, 4),
+            ..Rules::upstream(Ipv4Addr::new(169, 254, 169, 254), 80, 2579)
+        };
+        assert_eq!(
+            rules.expected()[1],
+            "-A aad-metadata ! -s 127.0.0.1/32 -d 169.254.169.254/32 -p tcp -m tcp --dport 80 -j DNAT --to-destination 10.224.0.4:2579"
         );
     }
 

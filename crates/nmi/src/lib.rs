@@ -14,6 +14,7 @@
 
 pub mod args;
 pub mod cache;
+pub mod drift;
 pub mod http;
 pub mod index;
 pub mod iptables;

@@ -1,5 +1,5 @@
 //! Wiring: flags → kube client, watches, cache, interception, servers; graceful shutdown.
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -17,9 +17,11 @@ use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tracing::{error, info, warn};
 
-use crate::args::{Args, LogFormat};
-use crate::cache::TokenCache;
+use crate::args::{Args, DnatAddress, LogFormat};
+use crate::cache::{CacheLimits, TokenCache};
+use crate::http::limits::{self, Limits};
 use crate::http::proxy::Proxy;
+use crate::http::serve::{ServeOptions, serve};
 use crate::iptables::{self, Interception, Iptables, Rules};
 use crate::metrics::Metrics;
 use crate::provider::AzureProvider;
@@ -36,13 +38,15 @@ pub fn init_logging(format: LogFormat) {
 
 /// Runs the agent until SIGINT/SIGTERM.
 pub async fn run(args: Args) -> anyhow::Result<()> {
+    let imds_base = args.imds_base().context("--metadata-ip/--metadata-port do not form a URL")?;
     let Args {
         node,
         listen_address,
         port,
         metadata_ip,
         metadata_port,
-        imds_endpoint,
+        imds_endpoint: _,
+        dnat_address,
         ipt_update_interval_sec,
         force_namespaced,
         mic_namespace,
@@ -63,6 +67,15 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         iptables: manage_iptables,
         cleanup_iptables_on_exit,
         host_token,
+        header_timeout_sec,
+        idle_timeout_sec,
+        max_connections_per_source,
+        max_connections,
+        max_requests_per_second_per_source,
+        request_burst_per_source,
+        token_cache_entries,
+        token_cache_entries_per_identity,
+        token_cache_bytes,
         aad_authority,
         tenant_id,
         cloud_config,
@@ -107,7 +120,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         user_agent: user_agent.clone(),
         ..HttpOptions::default()
     })?;
-    let imds = ImdsClient::new(ImdsOptions { user_agent, ..ImdsOptions::at(imds_endpoint) })?;
+    let proxy = Proxy::new(imds_base.as_str().trim_end_matches('/'))?;
+    let imds = ImdsClient::new(ImdsOptions { user_agent, ..ImdsOptions::at(imds_base.clone()) })?;
+    info!(imds = %imds_base, "IMDS endpoint (tokens and forwarded metadata calls)");
     let provider = Arc::new(AzureProvider { imds, http, kube: Some(kube.clone()), metrics: metrics.clone() });
 
     let interval = Duration::from_secs(find_identity_retry_interval);
@@ -127,20 +142,59 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         not_found_as_bad_request: identity_not_found_status == 400,
         release_terminating: release_terminating_pods,
     };
+    let cache_limits = CacheLimits {
+        max_entries: usize::try_from(token_cache_entries).unwrap_or(usize::MAX),
+        max_entries_per_source: usize::try_from(token_cache_entries_per_identity).unwrap_or(usize::MAX),
+        max_bytes: usize::try_from(token_cache_bytes).unwrap_or(usize::MAX),
+    };
+    let cache = TokenCache::bounded(
+        provider,
+        Arc::new(SystemClock),
+        token_min_remaining_sec,
+        cache_limits,
+        Some(metrics.clone()),
+    );
     let state = AgentState {
         shared: Arc::new(Shared::default()),
-        cache: TokenCache::new(provider, Arc::new(SystemClock), token_min_remaining_sec),
+        cache,
         config: Arc::new(config),
         metrics: metrics.clone(),
-        proxy: Proxy::new(&format!("http://{metadata_ip}:{metadata_port}"))?,
+        proxy,
+        drift: crate::drift::Reporter::new(kube.clone(), &node),
     };
+    let fd_limit = limits::fd_limit().unwrap_or(1024);
+    let limits = Limits {
+        header_timeout: Duration::from_secs(header_timeout_sec),
+        idle_timeout: Duration::from_secs(idle_timeout_sec),
+        max_connections_per_source: usize::try_from(max_connections_per_source).unwrap_or(usize::MAX),
+        max_connections: limits::connection_budget(
+            usize::try_from(max_connections).unwrap_or(usize::MAX),
+            fd_limit,
+        ),
+        requests_per_second: max_requests_per_second_per_source,
+        request_burst: request_burst_per_source,
+    };
+    if max_connections > 0 && limits.max_connections < usize::try_from(max_connections).unwrap_or(usize::MAX)
+    {
+        warn!(
+            requested = max_connections,
+            fd_limit,
+            allowed = limits.max_connections,
+            "--max-connections is above the file-descriptor limit less 256; using the lower budget"
+        );
+    }
+    info!(?limits, ?cache_limits, fd_limit, "Bounds on callers");
 
     let readiness = Arc::new(Readiness::default());
     spawn_watches(&kube, &state, &readiness, &node, operation_mode);
     tokio::spawn(prefetch::run(state.clone()));
 
     let intercepting = readiness.part("iptables");
-    let rules = Rules { metadata_ip, metadata_port, agent_port: port };
+    let agent_ip =
+        if manage_iptables { dnat_target(dnat_address, metadata_ip)? } else { Ipv4Addr::LOCALHOST };
+    let intercepted = (!agent_ip.is_loopback()).then_some(IpAddr::V4(agent_ip));
+    let listeners = bind_listeners(listen_address, intercepted, port).await?;
+    let rules = Rules { metadata_ip, metadata_port, agent_ip, agent_port: port };
     let ipt = Arc::new(Iptables { binary: "iptables".into(), rules: rules.clone() });
     if manage_iptables {
         ipt.ensure().context("cannot install the iptables interception rules")?;
@@ -161,13 +215,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .await
         .context("cannot listen on the admin ports (--http-probe-port, --prometheus-port)")?;
 
-    let addr = SocketAddr::new(listen_address, port);
-    let listener = TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen on {addr} (is another agent running?)"))?;
-    info!(%addr, node = %node, mode = ?operation_mode, "Serving token requests");
-    let service = crate::app(state).into_make_service_with_connect_info::<SocketAddr>();
-    let server = axum::serve(listener, service).with_graceful_shutdown(shutdown_signal());
+    let addrs: Vec<String> =
+        listeners.iter().filter_map(|l| l.local_addr().ok()).map(|a| a.to_string()).collect();
+    info!(addresses = ?addrs, node = %node, mode = ?operation_mode, dnat_to = %agent_ip, "Serving token requests");
+    let options = ServeOptions { limits, intercepted };
+    let server = serve(listeners, crate::app(state), options, metrics, shutdown_signal());
     let grace = Duration::from_secs(shutdown_grace_sec);
     tokio::select! {
         r = server => r.context("token server failed")?,
@@ -180,6 +232,45 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         info!("Leaving iptables rules in place: pods cannot reach IMDS until an agent serves again");
     }
     Ok(())
+}
+
+/// The address intercepted traffic is DNATed to (`--dnat-address`).
+fn dnat_target(wanted: DnatAddress, metadata_ip: Ipv4Addr) -> anyhow::Result<Ipv4Addr> {
+    Ok(match wanted {
+        DnatAddress::Auto => iptables::node_address_towards(metadata_ip)?,
+        DnatAddress::Address(ip) => ip,
+        DnatAddress::Loopback => {
+            if iptables::route_localnet_all(std::path::Path::new("/proc/sys")) == Some(false) {
+                warn!(
+                    "--dnat-address=loopback but net.ipv4.conf.all.route_localnet=0: unless route_localnet=1 on \
+                     the interfaces pods' traffic arrives on (kube-proxy in iptables mode sets it), the kernel drops \
+                     pods' redirected IMDS requests and they time out; --dnat-address=auto needs no sysctl"
+                );
+            }
+            Ipv4Addr::LOCALHOST
+        }
+    })
+}
+
+/// The token service's sockets: `--nmi-listen-address`, and the DNAT address if that is a node
+/// address the first does not cover.
+async fn bind_listeners(
+    listen: IpAddr,
+    intercepted: Option<IpAddr>,
+    port: u16,
+) -> anyhow::Result<Vec<TcpListener>> {
+    let mut addrs = vec![SocketAddr::new(listen, port)];
+    if let Some(ip) = intercepted.filter(|ip| *ip != listen && !listen.is_unspecified()) {
+        addrs.push(SocketAddr::new(ip, port));
+    }
+    let mut listeners = Vec::new();
+    for addr in addrs {
+        let l = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr} (is another agent running?)"))?;
+        listeners.push(l);
+    }
+    Ok(listeners)
 }
 
 /// Starts one watch whose changes land in the index through `sink`.

@@ -30,7 +30,7 @@ pub struct Config {
     pub default_authority: String,
     /// Tenant of federated identities whose `tenantID` is empty.
     pub tenant_id: String,
-    /// Serve `/host/token` to node-local callers.
+    /// Serve `/host/token` to root processes of the node (off unless enabled).
     pub host_token: bool,
     /// Answer "no identity for this pod" as real IMDS answers an unknown identity (400 with
     /// IMDS's JSON error, which SDKs do not retry) instead of upstream's 404 (which SDKs retry for
@@ -57,7 +57,7 @@ impl Config {
             wait_assigned: Duration::from_secs(100),
             default_authority: "https://login.microsoftonline.com/".into(),
             tenant_id: String::new(),
-            host_token: true,
+            host_token: false,
             not_found_as_bad_request: true,
             release_terminating: false,
         }
@@ -116,4 +116,6 @@ pub struct AgentState {
     pub config: Arc<Config>,
     pub metrics: Arc<Metrics>,
     pub proxy: crate::http::proxy::Proxy,
+    /// Reports IMDS refusing an `Assigned` identity to the controller (disabled by default).
+    pub drift: crate::drift::Reporter,
 }

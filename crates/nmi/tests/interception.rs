@@ -1,7 +1,12 @@
-//! Real iptables in network namespaces: a "node" namespace with a stand-in for the real IMDS on
-//! 169.254.169.254:80, and a "pod" namespace routed through it. The agent's rules must send the
-//! pod's IMDS traffic to the agent, be exactly upstream's, repair themselves, and stay in place
-//! when the agent stops, so that pods fail closed instead of reaching the node's identities.
+//! Real iptables in network namespaces, laid out as a node is: a "pod" namespace routed through a
+//! "node" namespace, which reaches a stand-in for the real IMDS (169.254.169.254:80 in an "imds"
+//! namespace) over its own link. Nothing sets `route_localnet`: it stays 0 everywhere, as on a
+//! node without kube-proxy in iptables mode (IPVS, Cilium, no kube-proxy).
+//!
+//! The agent's rules must send the pod's IMDS traffic to the agent — DNATed to the node's own
+//! address, which needs no sysctl (upstream's DNAT to 127.0.0.1 is dropped as martian here) —,
+//! repair themselves, and stay in place when the agent stops, so that pods fail closed instead of
+//! reaching the node's identities.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -13,34 +18,55 @@ use podid_nmi::iptables::{CHAIN, Interception, Iptables, Rules};
 use support::netns::{Netns, fetch, fetch_until, link, root_or_explicit_skip, serve};
 
 const IMDS: &str = "http://169.254.169.254/metadata/instance";
+/// The node's address on its link towards IMDS: what `--dnat-address=auto` finds.
+const NODE_IP: Ipv4Addr = Ipv4Addr::new(10, 252, 1, 1);
 
 struct Node {
     node: Netns,
     pod: Netns,
+    _imds: Netns,
+    /// The node's interface facing the pod.
+    pod_if: String,
     dir: tempfile::TempDir,
 }
 
-/// node (10.252.0.1, real IMDS stand-in on 169.254.169.254 on its lo) <─veth─> pod (10.252.0.2).
+/// pod (10.252.0.2) ─veth─ (10.252.0.1) node (10.252.1.1) ─veth─ (10.252.1.2) imds, which holds
+/// 169.254.169.254 on its lo and serves `real-imds` there. The node forwards; route_localnet is 0.
 fn topology() -> Node {
     let node = Netns::create("node");
     let pod = Netns::create("pod");
-    let (node_if, _) = link(&node, "10.252.0.1/24", &pod, "10.252.0.2/24");
+    let imds = Netns::create("imds");
+    let (pod_if, _) = link(&node, "10.252.0.1/24", &pod, "10.252.0.2/24");
+    link(&node, &format!("{NODE_IP}/30"), &imds, "10.252.1.2/30");
     pod.ok(&["ip", "route", "add", "default", "via", "10.252.0.1"]);
-    node.ok(&["sysctl", "-qw", "net.ipv4.conf.all.route_localnet=1"]);
-    node.ok(&["sysctl", "-qw", &format!("net.ipv4.conf.{node_if}.route_localnet=1")]);
-    node.ok(&["ip", "addr", "add", "169.254.169.254/32", "dev", "lo"]);
+    node.ok(&["ip", "route", "add", "169.254.169.254/32", "via", "10.252.1.2"]);
+    node.ok(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+    imds.ok(&["ip", "addr", "add", "169.254.169.254/32", "dev", "lo"]);
+    imds.ok(&["ip", "route", "add", "10.252.0.0/24", "via", &NODE_IP.to_string()]);
     let dir = tempfile::tempdir().unwrap();
-    serve(&node, dir.path(), "169.254.169.254", 80, "real-imds");
+    serve(&imds, dir.path(), "169.254.169.254", 80, "real-imds");
+    for interface in ["all", "default", "lo", pod_if.as_str()] {
+        assert_eq!(
+            route_localnet(&node, interface),
+            "0",
+            "{interface}: the test must start without route_localnet"
+        );
+    }
     assert_eq!(
         fetch_until(&pod, IMDS, "real-imds"),
         Ok("real-imds".into()),
         "the unintercepted path must work"
     );
-    Node { node, pod, dir }
+    Node { node, pod, _imds: imds, pod_if, dir }
 }
 
-fn rules() -> Rules {
-    Rules { metadata_ip: Ipv4Addr::new(169, 254, 169, 254), metadata_port: 80, agent_port: 2579 }
+fn route_localnet(ns: &Netns, interface: &str) -> String {
+    let key = format!("net.ipv4.conf.{interface}.route_localnet");
+    String::from_utf8(ns.ok(&["sysctl", "-n", &key]).stdout).unwrap().trim().to_string()
+}
+
+fn node_rules() -> Rules {
+    Rules { agent_ip: NODE_IP, ..Rules::upstream(Ipv4Addr::new(169, 254, 169, 254), 80, 2579) }
 }
 
 fn chain(ns: &Netns) -> Vec<String> {
@@ -52,27 +78,30 @@ fn chain(ns: &Netns) -> Vec<String> {
 }
 
 #[test]
-fn rules_are_upstreams_idempotent_self_repairing_and_redirect_pod_traffic() {
-    if !root_or_explicit_skip("rules_are_upstreams_idempotent_self_repairing_and_redirect_pod_traffic") {
+fn rules_are_idempotent_self_repairing_and_redirect_pod_traffic_without_route_localnet() {
+    if !root_or_explicit_skip(
+        "rules_are_idempotent_self_repairing_and_redirect_pod_traffic_without_route_localnet",
+    ) {
         return;
     }
     let t = topology();
-    let agent = serve(&t.node, t.dir.path(), "127.0.0.1", 2579, "agent");
-    let ipt = Iptables { binary: t.node.iptables_wrapper(t.dir.path()), rules: rules() };
+    let agent = serve(&t.node, t.dir.path(), &NODE_IP.to_string(), 2579, "agent");
+    let ipt = Iptables { binary: t.node.iptables_wrapper(t.dir.path()), rules: node_rules() };
 
     assert!(ipt.ensure().unwrap(), "first install changes the table");
     assert!(!ipt.ensure().unwrap(), "a second install changes nothing");
-    assert_eq!(chain(&t.node), rules().expected());
+    assert_eq!(chain(&t.node), node_rules().expected());
     let prerouting =
         String::from_utf8(t.node.ok(&["iptables", "-t", "nat", "-S", "PREROUTING"]).stdout).unwrap();
     assert_eq!(prerouting.lines().nth(1), Some("-A PREROUTING -j aad-metadata"), "{prerouting}");
     assert_eq!(fetch_until(&t.pod, IMDS, "agent"), Ok("agent".into()));
+    assert_eq!(route_localnet(&t.node, &t.pod_if), "0", "and no sysctl was needed");
 
     t.node.ok(&["iptables", "-t", "nat", "-F", CHAIN]);
     t.node.ok(&["iptables", "-t", "nat", "-A", CHAIN, "-j", "RETURN"]);
     assert_eq!(fetch(&t.pod, IMDS), Ok("real-imds".into()), "tampered rules let the pod through");
     assert!(ipt.ensure().unwrap(), "repair reports a change");
-    assert_eq!(chain(&t.node), rules().expected());
+    assert_eq!(chain(&t.node), node_rules().expected());
     assert_eq!(fetch(&t.pod, IMDS), Ok("agent".into()));
 
     t.node.kill(agent, "KILL");
@@ -88,8 +117,40 @@ fn rules_are_upstreams_idempotent_self_repairing_and_redirect_pod_traffic() {
 }
 
 #[test]
-fn agent_keeps_interception_when_it_stops_so_pods_fail_closed() {
-    if !root_or_explicit_skip("agent_keeps_interception_when_it_stops_so_pods_fail_closed") {
+fn upstreams_loopback_dnat_needs_route_localnet_the_node_address_dnat_does_not() {
+    if !root_or_explicit_skip("upstreams_loopback_dnat_needs_route_localnet_the_node_address_dnat_does_not") {
+        return;
+    }
+    let t = topology();
+    serve(&t.node, t.dir.path(), "0.0.0.0", 2579, "agent");
+    let upstream = Rules::upstream(Ipv4Addr::new(169, 254, 169, 254), 80, 2579);
+    let ipt = Iptables { binary: t.node.iptables_wrapper(t.dir.path()), rules: upstream.clone() };
+    ipt.ensure().unwrap();
+    assert_eq!(chain(&t.node), upstream.expected(), "upstream's rule, byte for byte");
+    let dropped = fetch(&t.pod, IMDS);
+    assert!(
+        dropped.as_ref().is_err_and(|e| !e.contains("agent") && !e.contains("real-imds")),
+        "DNAT to 127.0.0.1 without route_localnet: the kernel drops it, the pod times out: {dropped:?}"
+    );
+    t.node.ok(&["sysctl", "-qw", &format!("net.ipv4.conf.{}.route_localnet=1", t.pod_if)]);
+    assert_eq!(
+        fetch_until(&t.pod, IMDS, "agent"),
+        Ok("agent".into()),
+        "as kube-proxy in iptables mode makes it work"
+    );
+    t.node.ok(&["sysctl", "-qw", &format!("net.ipv4.conf.{}.route_localnet=0", t.pod_if)]);
+
+    let node = Iptables { binary: ipt.binary.clone(), rules: node_rules() };
+    assert!(node.ensure().unwrap(), "the node-address rule replaces upstream's");
+    assert_eq!(fetch_until(&t.pod, IMDS, "agent"), Ok("agent".into()), "no sysctl needed");
+    node.remove().unwrap();
+}
+
+#[test]
+fn agent_dnats_to_the_node_address_and_keeps_interception_when_it_stops_so_pods_fail_closed() {
+    if !root_or_explicit_skip(
+        "agent_dnats_to_the_node_address_and_keeps_interception_when_it_stops_so_pods_fail_closed",
+    ) {
         return;
     }
     let t = topology();
@@ -100,6 +161,7 @@ fn agent_keeps_interception_when_it_stops_so_pods_fail_closed() {
     let kubeconfig = kubeconfig.display().to_string();
     let nmi = env!("CARGO_BIN_EXE_podid-nmi");
     // Blocking /metadata/instance makes the agent's answer (403) distinguishable from IMDS's.
+    // `--dnat-address` is left at its default (`auto`).
     let args = [
         "--node",
         "n1",
@@ -128,10 +190,17 @@ fn agent_keeps_interception_when_it_stops_so_pods_fail_closed() {
     let first = t.node.spawn(&[&[nmi][..], &args[..]].concat(), &env);
     let up = agent_answers(&t.pod);
     assert!(up.as_ref().is_err_and(|e| e.starts_with("403")), "the agent answers the pod: {up:?}");
-    assert_eq!(chain(&t.node), rules().expected());
+    assert_eq!(chain(&t.node), node_rules().expected(), "DNAT to the node's address towards IMDS");
+    assert_eq!(route_localnet(&t.node, "all"), "0");
+    assert_eq!(route_localnet(&t.node, &t.pod_if), "0");
+    let proxied = fetch(&t.pod, "http://169.254.169.254/metadata/versions");
+    assert!(
+        proxied.as_ref().is_err_and(|e| e.starts_with("403") && e.contains("not a pod on node n1")),
+        "on the node address only this node's pods are served (the agent knows none here): {proxied:?}"
+    );
 
     t.node.kill(first, "TERM");
-    assert_eq!(chain(&t.node), rules().expected(), "rules survive the agent");
+    assert_eq!(chain(&t.node), node_rules().expected(), "rules survive the agent");
     let down = fetch(&t.pod, IMDS);
     assert!(
         down.as_ref().is_err_and(|e| !e.contains("real-imds") && !e.starts_with("403")),
@@ -143,7 +212,7 @@ fn agent_keeps_interception_when_it_stops_so_pods_fail_closed() {
     assert!(again.as_ref().is_err_and(|e| e.starts_with("403")), "a restarted agent serves again: {again:?}");
     assert_eq!(
         chain(&t.node),
-        rules().expected(),
+        node_rules().expected(),
         "a restarted agent adopts the rules without duplicating them"
     );
     t.node.kill(second, "TERM");

@@ -256,14 +256,17 @@ async fn path_confusion_is_refused_and_never_proxied() {
 }
 
 #[tokio::test]
-async fn other_metadata_calls_are_proxied_and_instance_can_be_blocked() {
+async fn imds_endpoints_are_proxied_other_paths_are_not_and_instance_can_be_blocked() {
     let agent = Agent::standard();
+    let resp = agent.get(POD_IP, "/metadata/versions", &[("Metadata", "true")]).await;
+    assert_eq!((resp.status, resp.body.as_str()), (StatusCode::NOT_FOUND, "imds says no"));
+    assert_eq!(agent.imds.hits(), 1);
+    let resp = agent.get(POD_IP, "/metadata/versions", &[]).await;
+    assert!(resp.body.contains("Required metadata header not specified"));
     let resp = agent.get(POD_IP, "/doesnotexist", &[("Metadata", "true")]).await;
     assert_eq!(resp.status, StatusCode::NOT_FOUND);
-    assert_eq!(resp.body, "imds says no");
-    assert_eq!(agent.imds.hits(), 1);
-    let resp = agent.get(POD_IP, "/doesnotexist", &[]).await;
-    assert!(resp.body.contains("Required metadata header not specified"));
+    assert!(resp.body.starts_with("not forwarded to IMDS"), "{}", resp.body);
+    assert_eq!(agent.imds.hits(), 1, "an unknown path is never forwarded");
     let blocked = Agent::with(|c| c.block_instance_metadata = true);
     let resp =
         blocked.get(POD_IP, "/metadata/instance?api-version=2017-08-01", &[("Metadata", "true")]).await;
@@ -274,22 +277,32 @@ async fn other_metadata_calls_are_proxied_and_instance_can_be_blocked() {
 }
 
 #[tokio::test]
-async fn host_token_only_from_loopback_with_pod_headers() {
+async fn host_token_is_off_unless_enabled() {
     let agent = Agent::standard();
     agent.bind_pod("app", "web", POD_IP, "id1", AssignedState::Assigned);
+    let resp =
+        agent.get("127.0.0.1", "/host/token/?resource=r", &[("podns", "app"), ("podname", "web")]).await;
+    assert_eq!((resp.status, resp.body.as_str()), (StatusCode::NOT_FOUND, "404 page not found\n"));
+    assert_eq!(agent.provider.calls(), 0);
+}
+
+#[tokio::test]
+async fn host_token_needs_pod_headers_a_host_address_and_a_socket_to_check() {
+    let agent = Agent::with(|c| c.host_token = true);
+    agent.bind_pod("app", "web", POD_IP, "id1", AssignedState::Assigned);
     let url = "/host/token/?resource=r";
-    let resp = agent.get("127.0.0.1", url, &[]).await;
+    let resp = agent.get(POD_IP, url, &[]).await;
     assert_eq!(resp.body, "missing 'podname' and 'podns' from request header\n");
     let resp = agent.get(POD_IP, url, &[("podns", "app"), ("podname", "web")]).await;
     assert_eq!(
         (resp.status, resp.body.as_str()),
         (StatusCode::INTERNAL_SERVER_ERROR, "request remote address is not from a host\n")
     );
+    // In process there is no socket whose owner the kernel could name: refused.
     let resp = agent.get("127.0.0.1", url, &[("podns", "app"), ("podname", "web")]).await;
-    assert_eq!(resp.status, StatusCode::OK, "{}", resp.body);
-    let v: serde_json::Value = serde_json::from_str(&resp.body).unwrap();
-    assert_eq!(v["clientid"], client("id1"));
-    assert!(v["token"]["access_token"].is_string());
+    assert_eq!(resp.status, StatusCode::FORBIDDEN, "{}", resp.body);
+    assert!(resp.body.contains("only for root processes"), "{}", resp.body);
+    assert_eq!(agent.provider.calls(), 0);
 }
 
 #[tokio::test]

@@ -153,7 +153,7 @@ async fn same_named_identities_in_two_namespaces_resolve_to_their_own_client_ids
 
 #[tokio::test]
 async fn host_token_is_refused_from_every_non_loopback_address_whatever_the_headers_say() {
-    let agent = Agent::standard();
+    let agent = Agent::with(|c| c.host_token = true);
     agent.bind_pod("app", "web", POD_IP, "id1", podid_api::AssignedState::Assigned);
     let url = "/host/token/?resource=r";
     for caller in [POD_IP, OTHER_IP, "10.240.0.4", "127.0.0.2", "::ffff:10.244.0.10", "::1"] {
@@ -178,8 +178,11 @@ async fn host_token_is_refused_from_every_non_loopback_address_whatever_the_head
         );
     }
     assert_eq!(agent.provider.calls(), 0);
+    // IPv4-mapped loopback is loopback: it goes on to the socket-owner check, which an in-process
+    // request cannot pass (served to root over a real socket: tests/host_token.rs).
     let resp = agent.get("::ffff:127.0.0.1", url, &[("podns", "app"), ("podname", "web")]).await;
-    assert_eq!(resp.status, StatusCode::OK, "IPv4-mapped loopback is loopback: {}", resp.body);
+    assert_eq!(resp.status, StatusCode::FORBIDDEN, "{}", resp.body);
+    assert!(resp.body.contains("only for root processes"), "{}", resp.body);
 }
 
 #[tokio::test]
@@ -257,6 +260,8 @@ enum Expect {
     Refused,
     /// Not even a request: the HTTP server answers 400 (no body) before routing.
     Rejected,
+    /// 404: a well-formed path that is no IMDS endpoint podid forwards.
+    NotForwarded,
 }
 
 /// Sends `GET <target>` over a real socket to the agent (for targets `http::Uri` cannot carry:
@@ -341,6 +346,29 @@ async fn every_path_confusion_variant_is_handled_or_refused_and_never_reaches_im
         ("/metadata/%2569dentity/info", Refused),
         ("/metadata/identit%2579/info", Refused),
         ("/metadata%25252Fidentity%25252Finfo", Refused),
+        // IIS-style `%u` escapes and non-ASCII that folds to ASCII (issue #15: these reached IMDS
+        // verbatim before the allowlist)
+        ("/metadata/%u0069dentity/oauth2/token", Refused),
+        ("/metadata/identit%u0079/oauth2/token", Refused),
+        ("/%u006detadata/%u0069dentity/oauth2/token", Refused),
+        ("/metadata/%c4%b1dentity/oauth2/token", Refused),
+        ("/metadata/%u0049dentity/oauth2/token", Refused),
+        ("/metadata/%U0069DENTITY/info", Refused),
+        ("/metadata/%u0025%u0036%u0039dentity/info", Refused),
+        ("/metadata/identity%u002foauth2%u002ftoken", Refused),
+        ("/metadata/%e2%84%aaey/../identity/info", Refused),
+        ("/metadata/%ef%bd%89dentity/oauth2/token", Refused),
+        // anything escaped, even outside identity, is not an IMDS spelling
+        ("/metadata/%69nstance", Refused),
+        ("/metadata/instance%3Bx", Refused),
+        // well-formed, but no endpoint podid forwards
+        ("/", NotForwarded),
+        ("/doesnotexist", NotForwarded),
+        ("/metadata", NotForwarded),
+        ("/Metadata/instance", NotForwarded),
+        ("/metadata/INSTANCE", NotForwarded),
+        ("/metadata/attested", NotForwarded),
+        ("/latest/meta-data/iam/security-credentials/", NotForwarded),
         // other identity endpoints
         ("/metadata/identity", Refused),
         ("/metadata/identity/", Refused),
@@ -370,11 +398,79 @@ async fn every_path_confusion_variant_is_handled_or_refused_and_never_reaches_im
             (StatusCode::OK, body) if body.contains(&format!("token-for-{}", client("id1"))) => Token,
             (StatusCode::BAD_REQUEST, "Invalid request\n") => Refused,
             (StatusCode::BAD_REQUEST, "") => Rejected,
+            (StatusCode::NOT_FOUND, body) if body.starts_with("not forwarded to IMDS") => NotForwarded,
             (status, body) => panic!("{path}: neither handled nor refused: {status} {body}"),
         };
         assert_eq!(got, *expect, "{path}");
     }
     assert_eq!(imds_paths(&emulator), Vec::<String>::new(), "nothing may reach IMDS");
+    emulator.shutdown().await;
+}
+
+#[tokio::test]
+async fn only_allowlisted_endpoints_and_methods_reach_imds() {
+    let (agent, emulator) = agent_in_front_of_the_emulator().await;
+    let cases: &[(&str, &str, u16)] = &[
+        ("GET", "/metadata/instance/compute/vmId?api-version=2021-02-01&format=text", 0),
+        ("GET", "/metadata/versions", 0),
+        ("GET", "/metadata/attested/document?api-version=2020-09-01", 0),
+        ("POST", "/metadata/scheduledevents?api-version=2020-07-01", 0),
+        ("POST", "/metadata/instance?api-version=2021-02-01", 405),
+        ("PUT", "/metadata/scheduledevents", 405),
+        ("DELETE", "/metadata/instance", 405),
+        ("PATCH", "/metadata/versions", 405),
+        ("OPTIONS", "/metadata/instance", 405),
+        ("TRACE", "/metadata/instance", 405),
+        ("OPTIONS", "*", 404),
+        ("GET", "/metadata/loadbalancer?api-version=2020-10-01", 0),
+    ];
+    let mut forwarded = Vec::new();
+    for (method, target, want) in cases {
+        let req = http::Request::builder()
+            .method(*method)
+            .uri(*target)
+            .header("Metadata", "true")
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let resp = agent.send(POD_IP, req).await;
+        if *want == 0 {
+            assert!(
+                resp.status != StatusCode::METHOD_NOT_ALLOWED && resp.status.as_u16() < 500,
+                "{method} {target}: {}",
+                resp.status
+            );
+            forwarded.push(target.split('?').next().unwrap().to_string());
+        } else {
+            assert_eq!(resp.status.as_u16(), *want, "{method} {target}: {}", resp.body);
+        }
+    }
+    assert_eq!(imds_paths(&emulator), forwarded, "exactly the allowlisted calls reached IMDS");
+    emulator.shutdown().await;
+}
+
+#[tokio::test]
+async fn on_the_node_address_only_this_nodes_pods_are_forwarded() {
+    let (agent, emulator) = agent_in_front_of_the_emulator().await;
+    let conn = |peer: &str| podid_nmi::http::serve::Connection {
+        peer: std::net::SocketAddr::new(peer.parse().unwrap(), 40000),
+        local: "10.240.0.4:2579".parse().unwrap(),
+        intercepted: true,
+    };
+    let request = |peer: &str| {
+        let mut req = http::Request::get("/metadata/instance?api-version=2021-02-01")
+            .header("Metadata", "true")
+            .body(axum::body::Body::empty())
+            .unwrap();
+        req.extensions_mut().insert(conn(peer));
+        req
+    };
+    let stranger = agent.send("10.9.9.9", request("10.9.9.9")).await;
+    assert_eq!(stranger.status, StatusCode::FORBIDDEN, "{}", stranger.body);
+    assert!(stranger.body.contains("not a pod on node node-0"), "{}", stranger.body);
+    assert_eq!(imds_paths(&emulator), Vec::<String>::new());
+    let pod = agent.send(POD_IP, request(POD_IP)).await;
+    assert_eq!(pod.status, StatusCode::OK, "{}", pod.body);
+    assert_eq!(imds_paths(&emulator), ["/metadata/instance"]);
     emulator.shutdown().await;
 }
 

@@ -2,8 +2,10 @@
 //!
 //! ```text
 //!  initial response has                     then
-//!  Azure-AsyncOperation: U                  GET U until body.status ∈ {Succeeded, Failed, Canceled},
-//!                                           then GET the resource for the result
+//!  a terminal body.properties.provisioningState   nothing: the operation is over (no poll)
+//!  Azure-AsyncOperation: U                  GET U until body.status ∈ {Succeeded, Failed, Canceled};
+//!                                           the result is the initial body (the resource as
+//!                                           updated), or a GET of the resource when it had none
 //!  202 + Location: U                        GET U while it answers 202; the first other 2xx is the
 //!                                           result (an empty body → GET the resource)
 //!  neither                                  body.properties.provisioningState; while not terminal,
@@ -70,9 +72,18 @@ impl ArmClient {
             deadline: started + self.options().max_poll_duration,
             next_wait: std::time::Duration::ZERO,
         };
+        // What the initial response says about the resource (nothing for a 202 or a non-JSON body).
+        let body = if initial.status == StatusCode::ACCEPTED {
+            Value::Null
+        } else {
+            initial.json().unwrap_or_default()
+        };
+        if provisioning_state(&body).is_some_and(is_terminal) {
+            return p.provisioning_state(body).await;
+        }
         if let Some(op) = initial.header("azure-asyncoperation") {
             let op = self.follow(op, &initial.url)?;
-            return p.async_operation(&op).await;
+            return p.async_operation(&op, body).await;
         }
         if initial.status == StatusCode::ACCEPTED
             && let Some(location) = initial.header("location")
@@ -101,7 +112,7 @@ impl Poller<'_> {
         Ok(r)
     }
 
-    async fn async_operation(&mut self, op: &Url) -> Result<Value, Error> {
+    async fn async_operation(&mut self, op: &Url, mut initial: Value) -> Result<Value, Error> {
         loop {
             let r = self.poll(op).await?;
             let body = r.json()?;
@@ -117,6 +128,13 @@ impl Poller<'_> {
             }
             if !is_success(status) {
                 return Err(self.failed(status, &body));
+            }
+            if let Some(state) = initial.pointer_mut("/properties/provisioningState") {
+                *state = Value::from(status);
+                return Ok(initial);
+            }
+            if initial.is_object() && initial.get("id").is_some() {
+                return Ok(initial);
             }
             self.next_wait = std::time::Duration::ZERO;
             let resource_url = self.resource_url.clone();

@@ -3,11 +3,13 @@
 //!
 //! ```text
 //!  podid-mic  ClusterRole: list/watch pods, nodes, identities, bindings;
-//!                          list/watch/create/update/patch/delete assigned identities; create/patch events
-//!             Role (install ns): get/create/update the leader-election Lease
+//!                          list/watch/create/update/patch/delete assigned identities; create/patch events;
+//!                          list/watch core events (agents' IdentityNotOnNode drift reports)
+//!             Role (install ns): get/create/update the leader-election Lease; the per-scale-set
+//!                          ledger ConfigMaps (list/watch/create/update/delete)
 //!  podid-nmi  ClusterRole: list/watch pods, exceptions, identities, bindings; standard: list/watch
-//!                          assigned identities; get secrets; federated mode (or
-//!                          --federated-identities): create serviceaccounts/token
+//!                          assigned identities, create events (drift reports); get secrets;
+//!                          federated mode (or --federated-identities): create serviceaccounts/token
 //! ```
 use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::api::rbac::v1::{
@@ -37,12 +39,18 @@ pub(crate) fn mic_rules() -> Vec<PolicyRule> {
         rule(GROUP, &["azureidentities", "azureidentitybindings"], &["list", "watch"]),
         rule(GROUP, &["azureassignedidentities"], &["list", "watch", "create", "update", "patch", "delete"]),
         rule("events.k8s.io", &["events"], &["create", "patch"]),
+        // Agents' drift reports (field selector reason=IdentityNotOnNode).
+        rule("", &["events"], &["list", "watch"]),
     ]
 }
 
 /// The controller's rules in its own namespace: its leader-election Lease.
 pub(crate) fn mic_lease_rules() -> Vec<PolicyRule> {
-    vec![rule("coordination.k8s.io", &["leases"], &["get", "create", "update"])]
+    vec![
+        rule("coordination.k8s.io", &["leases"], &["get", "create", "update"]),
+        // Ledgers: what podid added to each scale set or VM (crates/mic/src/ledger.rs).
+        rule("", &["configmaps"], &["list", "watch", "create", "update", "delete"]),
+    ]
 }
 
 /// The agent's cluster-wide rules in `mode`. Every mode watches identities and bindings (managed
@@ -62,6 +70,8 @@ pub(crate) fn nmi_rules(mode: Mode, federated_identities: bool) -> Vec<PolicyRul
     ];
     if mode == Mode::Standard {
         rules.push(rule(GROUP, &["azureassignedidentities"], &["list", "watch"]));
+        // Drift reports: IMDS refused an Assigned identity (crates/nmi/src/drift.rs).
+        rules.push(rule("events.k8s.io", &["events"], &["create"]));
     }
     // Service principal identities: the agent reads the secret the identity names.
     rules.push(rule("", &["secrets"], &["get"]));

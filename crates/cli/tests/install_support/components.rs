@@ -61,6 +61,7 @@ pub fn controller(client: kube::Client, emu: &RunningEmulator, ns: &str) -> Runn
             drift_interval: None,
             base_backoff: Duration::from_secs(1),
             max_backoff: Duration::from_secs(10),
+            ..Settings::default()
         },
         scope: None,
         election: Election {

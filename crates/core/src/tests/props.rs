@@ -2,7 +2,9 @@
 //! - applying a plan reaches a fixed point (planning again yields no work);
 //! - the plan does not depend on the order objects arrive in;
 //! - no identity that a desired assignment on the target needs is ever removed, and nothing
-//!   podid does not hold, nothing pre-existing and nothing immutable is removed;
+//!   the ledger does not say podid added, nothing pre-existing and nothing immutable is removed;
+//! - visits driven by the ledger, with PATCHes lost and controllers dying between the ledger
+//!   write and the PATCH, end with exactly the pre-existing identities plus the needed ones;
 //! - bad objects never change what is computed for the good ones;
 //! - identity PATCHes carry at most 150 entries and add up to the delta.
 use std::collections::{BTreeMap, BTreeSet};
@@ -13,7 +15,7 @@ use super::*;
 use crate::diff::plan;
 use crate::matching::{MatchOptions, desired};
 use crate::pod::Phase;
-use crate::scaleset::{Delta, ResourceIdentity, Target, delta, needs, patches};
+use crate::scaleset::{Delta, IdentityRef, Ledger, ResourceIdentity, Target, delta, needs, patches};
 use podid_api::AzureAssignedIdentity;
 
 const NAMESPACES: [&str; 2] = ["a", "b"];
@@ -148,27 +150,70 @@ proptest! {
 
     #[test]
     fn identities_in_use_or_not_ours_are_never_removed(
-        before in arb_world(), after in arb_world(), extra in prop::collection::btree_set(0..4usize, 0..3),
+        after in arb_world(), added in prop::collection::btree_set(0..4usize, 0..4),
+        pre in prop::collection::btree_set(0..4usize, 0..2), extra in prop::collection::btree_set(0..4usize, 0..3),
         system in any::<bool>(), immutable in prop::collection::btree_set(0..4usize, 0..2),
     ) {
-        let held = apply(&before, Vec::new());
         let after_desired = after.desired();
-        let (by_target, _) = needs(&after_desired, &held, &node_targets());
+        let (by_target, _) = needs(&after_desired, NO_AAIS, &node_targets());
         let immutable: BTreeSet<String> = immutable.iter().map(|i| client_id(&format!("i{i}")).to_lowercase()).collect();
+        let ledger = Ledger {
+            preexisting: pre.iter().map(|i| resource_id(&format!("i{i}")).to_lowercase()).filter(|k| !added.iter().any(|a| resource_id(&format!("i{a}")).to_lowercase() == *k)).collect(),
+            added: added.iter().map(|i| (resource_id(&format!("i{i}")).to_lowercase(), client_id(&format!("i{i}")))).collect(),
+        };
         for (target, n) in &by_target {
-            let mut ua: BTreeSet<String> = n.held.keys().cloned().collect();
+            let mut ua: BTreeSet<String> = ledger.added.keys().chain(&ledger.preexisting).cloned().collect();
+            ua.extend(n.needed.keys().cloned());
             ua.extend(extra.iter().map(|i| resource_id(&format!("foreign{i}")).to_lowercase()));
             let current = ResourceIdentity { system_assigned: system, user_assigned: ua };
-            let d = delta(n, &current, &immutable);
+            let d = delta(n, &ledger, &current, &immutable);
             for k in &d.remove {
                 prop_assert!(!n.needed.contains_key(k), "{target}: removes needed {k}");
-                prop_assert!(n.held.contains_key(k), "{target}: removes {k} that podid does not hold");
-                prop_assert!(!immutable.contains(&n.held[k].client_id.to_lowercase()));
+                prop_assert!(ledger.added.contains_key(k), "{target}: removes {k} that podid did not add");
+                prop_assert!(!ledger.preexisting.contains(k));
+                prop_assert!(!immutable.contains(&ledger.added[k].to_lowercase()));
             }
             for p in patches(&current, &d) {
                 prop_assert_eq!(p.after.system_assigned, system);
             }
         }
+    }
+
+    #[test]
+    fn ledger_visits_end_with_exactly_the_preexisting_plus_the_needed(
+        pre in prop::collection::btree_set(0..6usize, 0..3),
+        steps in prop::collection::vec((prop::collection::btree_set(0..6usize, 0..4), 0..4u8), 1..12),
+    ) {
+        let k = |i: &usize| resource_id(&format!("i{i}")).to_lowercase();
+        let needed_of = |set: &BTreeSet<usize>| -> BTreeMap<String, IdentityRef> {
+            set.iter().map(|i| (k(i), IdentityRef { key: k(i), client_id: client_id(&format!("i{i}")) })).collect()
+        };
+        let initial: BTreeSet<String> = pre.iter().map(k).collect();
+        let mut on_target = ResourceIdentity { system_assigned: false, user_assigned: initial.clone() };
+        let mut stored: Option<Ledger> = None;
+        let mut last = BTreeSet::new();
+        // fate: 0 PATCH applied; 1 PATCH lost; 2 dies after the ledger write, before the PATCH;
+        // 3 dies after the PATCH, before the ledger is updated.
+        let settle = (steps[steps.len() - 1].0.clone(), 0u8);
+        for (want, fate) in steps.iter().chain(std::iter::once(&settle)) {
+            let needed = needed_of(want);
+            let n = crate::scaleset::TargetNeeds { needed: needed.clone(), ..Default::default() };
+            let mut ledger = stored.clone().unwrap_or_else(|| Ledger::first(&on_target, &n));
+            ledger.observe(&on_target, &needed, &BTreeSet::new());
+            let d = delta(&n, &ledger, &on_target, &BTreeSet::new());
+            ledger.intend(&d.add, &needed);
+            stored = (!ledger.is_empty() || stored.is_some()).then(|| ledger.clone());
+            if *fate == 1 || *fate == 2 { last = want.clone(); continue; }
+            for p in patches(&on_target, &d) { on_target = p.after; }
+            if *fate == 0 {
+                ledger.observe(&on_target, &needed, &BTreeSet::new());
+                stored = (!ledger.is_empty()).then_some(ledger);
+            }
+            last = want.clone();
+        }
+        let mut expect = initial;
+        expect.extend(last.iter().map(k));
+        prop_assert_eq!(on_target.user_assigned, expect);
     }
 
     #[test]

@@ -50,18 +50,36 @@ fn non_azure_provider_id_is_rejected_with_the_expected_shape() {
     assert!(err.to_string().contains("expected azure:///subscriptions/"));
 }
 
-#[test]
-fn needed_identity_missing_on_scale_set_is_added() {
-    let d = desired(
-        &[mk_pod("app", "p", "node-0", "demo")],
+fn pod_on(node: &str) -> crate::matching::Desired {
+    desired(
+        &[mk_pod("app", "p", node, "demo")],
         &[mk_binding("app", "b", "id", "demo")],
         &[mk_identity("app", "id")],
         MatchOptions::default(),
-    );
-    let (needs, unknown) = needs(&d, NO_AAIS, &targets());
-    assert!(unknown.is_empty());
-    let n = &needs[&Target::from_provider_id(VMSS0).unwrap()];
-    let delta = delta(n, &current(&[], false), &BTreeSet::new());
+    )
+}
+
+fn nothing() -> crate::matching::Desired {
+    desired(&[], &[], &[], MatchOptions::default())
+}
+
+/// The needs of vmss0 (empty when nothing is needed or held there).
+fn vmss0(d: &crate::matching::Desired, aais: &[podid_api::AzureAssignedIdentity]) -> TargetNeeds {
+    needs(d, aais, &targets()).0.remove(&Target::from_provider_id(VMSS0).unwrap()).unwrap_or_default()
+}
+
+/// A ledger saying podid added `ids` (and found `pre` there first).
+fn ledger(ids: &[&str], pre: &[&str]) -> Ledger {
+    Ledger {
+        preexisting: pre.iter().map(|i| key(i)).collect(),
+        added: ids.iter().map(|i| (key(i), client_id(i))).collect(),
+    }
+}
+
+#[test]
+fn needed_identity_missing_on_scale_set_is_added() {
+    let n = vmss0(&pod_on("node-0"), NO_AAIS);
+    let delta = delta(&n, &Ledger::default(), &current(&[], false), &BTreeSet::new());
     assert_eq!(delta.add, BTreeSet::from([key("id")]));
     assert!(delta.remove.is_empty());
 }
@@ -79,81 +97,102 @@ fn assigned(d: &crate::matching::Desired) -> Vec<podid_api::AzureAssignedIdentit
 
 #[test]
 fn identity_still_used_on_another_node_of_the_same_scale_set_is_kept() {
-    let bindings = [mk_binding("app", "b", "id", "demo")];
-    let ids = [mk_identity("app", "id")];
-    let both = desired(
-        &[mk_pod("app", "p0", "node-0", "demo"), mk_pod("app", "p1", "node-1", "demo")],
-        &bindings,
-        &ids,
-        MatchOptions::default(),
-    );
-    let held = assigned(&both);
-    let after = desired(&[mk_pod("app", "p1", "node-1", "demo")], &bindings, &ids, MatchOptions::default());
-    let (needs, _) = needs(&after, &held, &targets());
-    let delta = delta(needs.values().next().unwrap(), &current(&["id"], false), &BTreeSet::new());
+    let n = vmss0(&pod_on("node-1"), NO_AAIS);
+    let delta = delta(&n, &ledger(&["id"], &[]), &current(&["id"], false), &BTreeSet::new());
     assert!(delta.is_empty(), "{delta:?}");
 }
 
 #[test]
-fn identity_no_longer_needed_anywhere_on_the_scale_set_is_removed() {
-    let d = desired(
-        &[mk_pod("app", "p", "node-0", "demo")],
-        &[mk_binding("app", "b", "id", "demo")],
-        &[mk_identity("app", "id")],
-        MatchOptions::default(),
-    );
-    let held = assigned(&d);
-    let empty = desired(&[], &[], &[], MatchOptions::default());
-    let (needs, _) = needs(&empty, &held, &targets());
-    let delta =
-        delta(needs.values().next().unwrap(), &current(&["id", "cluster-id"], true), &BTreeSet::new());
+fn identity_podid_added_and_nothing_needs_is_removed() {
+    let n = vmss0(&nothing(), NO_AAIS);
+    let delta = delta(&n, &ledger(&["id"], &[]), &current(&["id", "cluster-id"], true), &BTreeSet::new());
+    assert_eq!(delta.remove, BTreeSet::from([key("id")]), "only what podid added goes");
+}
+
+#[test]
+fn identity_podid_added_is_removed_even_when_its_assignment_was_deleted_by_hand() {
+    // No assigned identity holds it any more: the ledger alone says podid put it there.
+    let n = vmss0(&nothing(), NO_AAIS);
+    assert!(n.held.is_empty());
+    let delta = delta(&n, &ledger(&["id"], &[]), &current(&["id"], false), &BTreeSet::new());
     assert_eq!(delta.remove, BTreeSet::from([key("id")]));
 }
 
 #[test]
+fn identity_podid_did_not_add_is_never_removed_even_when_an_assignment_held_it() {
+    let held = assigned(&pod_on("node-0"));
+    let n = vmss0(&nothing(), &held);
+    assert!(delta(&n, &Ledger::default(), &current(&["id"], false), &BTreeSet::new()).is_empty());
+}
+
+#[test]
 fn immutable_identity_is_never_removed() {
-    let d = desired(
-        &[mk_pod("app", "p", "node-0", "demo")],
-        &[mk_binding("app", "b", "id", "demo")],
-        &[mk_identity("app", "id")],
-        MatchOptions::default(),
-    );
-    let (needs, _) = needs(&desired(&[], &[], &[], MatchOptions::default()), &assigned(&d), &targets());
-    let immutable = BTreeSet::from([client_id("id").to_uppercase().to_lowercase()]);
-    assert!(delta(needs.values().next().unwrap(), &current(&["id"], false), &immutable).is_empty());
+    let immutable = BTreeSet::from([client_id("id").to_lowercase()]);
+    let n = vmss0(&nothing(), NO_AAIS);
+    let mut l = ledger(&["id"], &[]);
+    l.added.insert(key("id"), client_id("id").to_uppercase());
+    assert!(delta(&n, &l, &current(&["id"], false), &immutable).is_empty());
 }
 
 #[test]
-fn identity_present_before_podid_is_marked_preexisting_and_never_removed() {
-    let d = desired(
-        &[mk_pod("app", "p", "node-0", "demo")],
-        &[mk_binding("app", "b", "id", "demo")],
-        &[mk_identity("app", "id")],
-        MatchOptions::default(),
-    );
-    let before = current(&["id"], false);
-    let (n, _) = needs(&d, NO_AAIS, &targets());
-    let n = n.values().next().unwrap();
-    assert_eq!(preexisting_for_new(n, &before), BTreeSet::from([key("id")]));
-    let held: Vec<_> = d.assignments.values().map(|a| a.to_object(true)).collect();
-    let (gone, _) = needs(&desired(&[], &[], &[], MatchOptions::default()), &held, &targets());
-    assert!(delta(gone.values().next().unwrap(), &before, &BTreeSet::new()).is_empty());
+fn the_first_ledger_holds_everything_on_the_target_as_preexisting() {
+    let l = Ledger::first(&current(&["id", "pool"], true), &vmss0(&pod_on("node-0"), NO_AAIS));
+    assert_eq!(l, ledger(&[], &["id", "pool"]));
+    let gone = vmss0(&nothing(), NO_AAIS);
+    assert!(delta(&gone, &l, &current(&["id", "pool"], true), &BTreeSet::new()).is_empty());
 }
 
 #[test]
-fn identity_podid_added_is_not_preexisting_for_later_pods() {
-    let bindings = [mk_binding("app", "b", "id", "demo")];
-    let ids = [mk_identity("app", "id")];
-    let first = desired(&[mk_pod("app", "p0", "node-0", "demo")], &bindings, &ids, MatchOptions::default());
-    let held = assigned(&first);
-    let both = desired(
-        &[mk_pod("app", "p0", "node-0", "demo"), mk_pod("app", "p1", "node-1", "demo")],
-        &bindings,
-        &ids,
-        MatchOptions::default(),
+fn the_first_ledger_takes_over_what_legacy_assignments_hold_unless_they_mark_it_preexisting() {
+    let d = pod_on("node-0");
+    let legacy = vmss0(&d, &assigned(&d));
+    let l = Ledger::first(&current(&["id", "pool"], false), &legacy);
+    assert_eq!(l, ledger(&["id"], &["pool"]), "held and unmarked: podid's");
+    let marked: Vec<_> = d.assignments.values().map(|a| a.to_object(true)).collect();
+    let l = Ledger::first(&current(&["id", "pool"], false), &vmss0(&d, &marked));
+    assert_eq!(l, ledger(&[], &["id", "pool"]), "marked pre-existing: not podid's");
+}
+
+#[test]
+fn intending_an_addition_records_it_before_the_patch_and_makes_it_podids() {
+    let n = vmss0(&pod_on("node-0"), NO_AAIS);
+    // Pre-existing once, then removed by hand: podid adds it back, and it is podid's from then on.
+    let mut l = ledger(&[], &["id"]);
+    l.observe(&current(&[], false), &n.needed, &BTreeSet::new());
+    let d = delta(&n, &l, &current(&[], false), &BTreeSet::new());
+    l.intend(&d.add, &n.needed);
+    assert_eq!(l, ledger(&["id"], &[]));
+    assert_eq!(l.added[&key("id")], client_id("id"));
+}
+
+#[test]
+fn observing_forgets_what_is_gone_and_unneeded_and_what_is_immutable() {
+    let n = vmss0(&pod_on("node-0"), NO_AAIS);
+    let mut l = ledger(&["id", "old", "gone", "frozen"], &["pool", "was-pool"]);
+    let immutable = BTreeSet::from([client_id("frozen").to_lowercase()]);
+    l.observe(&current(&["old", "pool", "frozen"], false), &n.needed, &immutable);
+    assert_eq!(
+        l,
+        ledger(&["id", "old"], &["pool"]),
+        "needed stays; on the target stays; gone and unneeded goes"
     );
-    let (n, _) = needs(&both, &held, &targets());
-    assert!(preexisting_for_new(n.values().next().unwrap(), &current(&["id"], false)).is_empty());
+}
+
+#[test]
+fn a_target_with_unneeded_additions_deserves_a_visit() {
+    let n = vmss0(&pod_on("node-0"), NO_AAIS);
+    assert_eq!(ledger(&["id", "old"], &[]).unneeded(&n.needed), BTreeSet::from([key("old")]));
+    assert!(ledger(&["id"], &["pool"]).unneeded(&n.needed).is_empty());
+    assert!(Ledger::default().is_empty() && !ledger(&["id"], &[]).is_empty());
+}
+
+#[test]
+fn a_stored_ledger_reads_back_as_written() {
+    let stored =
+        TargetLedger { target: Target::from_provider_id(VMSS0).unwrap(), ledger: ledger(&["id"], &["pool"]) };
+    let text = serde_json::to_string(&stored).unwrap();
+    assert!(text.contains("\"kind\":\"scaleSet\"") && text.contains("\"preexisting\""), "{text}");
+    assert_eq!(serde_json::from_str::<TargetLedger>(&text).unwrap(), stored);
 }
 
 #[test]

@@ -3,7 +3,7 @@ use podid_api::AssignedState::{Assigned, Created};
 use podid_runtime::watch::Change;
 
 use super::*;
-use crate::index::{ClusterIndex, pod_view};
+use crate::index::{ClusterIndex, pod_slim};
 
 fn with_rv(mut a: AzureAssignedIdentity, rv: u64) -> AzureAssignedIdentity {
     a.metadata.resource_version = Some(rv.to_string());
@@ -14,18 +14,18 @@ fn with_rv(mut a: AzureAssignedIdentity, rv: u64) -> AzureAssignedIdentity {
 fn pod_status_churn_does_not_wake_the_loop_but_relabelling_does() {
     let mut idx = ClusterIndex::new(None);
     let pod = mk_pod("ns", "web", "n0", "app");
-    assert!(idx.pods(Change::Apply(pod_view(pod.clone()))));
+    assert!(idx.pods(Change::Apply(pod_slim(pod.clone()))));
     let mut ip = pod.clone();
     ip.status.as_mut().unwrap().pod_ip = Some("10.0.0.1".into());
-    assert!(!idx.pods(Change::Apply(pod_view(ip))), "an IP change decides nothing");
+    assert!(!idx.pods(Change::Apply(pod_slim(ip))), "an IP change decides nothing");
     let relabelled = mk_pod("ns", "web", "n0", "other");
-    assert!(idx.pods(Change::Apply(pod_view(relabelled))));
+    assert!(idx.pods(Change::Apply(pod_slim(relabelled))));
 }
 
 #[test]
 fn objects_outside_the_scope_are_ignored() {
     let mut idx = ClusterIndex::new(crate::index::scope(&["mine".into()]));
-    assert!(!idx.pods(Change::Apply(pod_view(mk_pod("theirs", "web", "n0", "app")))));
+    assert!(!idx.pods(Change::Apply(pod_slim(mk_pod("theirs", "web", "n0", "app")))));
     assert!(!idx.identities(Change::Apply(mk_identity("theirs", "id"))));
     let aai = written(
         &[mk_pod("theirs", "web", "n0", "app")],

@@ -12,7 +12,9 @@ use podid_core::PodView;
 use podid_core::matching::{MatchOptions, desired};
 
 mod index;
+mod leader;
 mod plan;
+mod schedule;
 
 pub const SUB: &str = "00000000-0000-0000-0000-00000000aaaa";
 

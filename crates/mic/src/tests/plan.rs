@@ -1,14 +1,36 @@
-//! The planner: which units get work, and what stops them.
+//! The planner: which units get work (grouping), and what stops them (gating).
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use podid_api::AssignedState::{Assigned, Created};
 use podid_core::matching::MatchOptions;
+use podid_core::scaleset::{Ledger, TargetLedger};
+use podid_runtime::watch::Change;
+use tokio::time::Instant;
 
 use super::*;
-use crate::index::{ClusterIndex, NodeView, Snapshot, pod_view};
-use crate::plan::{Gates, Unit, decide};
-use podid_runtime::watch::Change;
+use crate::index::{ClusterIndex, NodeView, Snapshot, pod_slim};
+use crate::ledger::StoredLedger;
+use crate::plan::{Gates, Unit, Visits, WorkPlan, gate, group};
+
+fn decide(snap: &Snapshot, _: MatchOptions, gates: &Gates, now: Instant) -> WorkPlan {
+    crate::plan::decide(snap, MatchOptions::default(), &Visits::default(), gates, now)
+}
+
+fn with_ledger(mut snap: Snapshot, vmss: &str, added: &[&str]) -> Snapshot {
+    let target = NodeView::from_node(mk_node("x", vmss, 0)).target.unwrap();
+    let ledger = Ledger {
+        added: added.iter().map(|i| (key(i), format!("client-{i}"))).collect(),
+        ..Ledger::default()
+    };
+    let stored = StoredLedger {
+        name: crate::ledger::object_name(&target),
+        resource_version: Some("1".into()),
+        value: TargetLedger { target: target.clone(), ledger },
+    };
+    snap.ledgers.insert(target, std::sync::Arc::new(stored));
+    snap
+}
 
 fn snapshot(
     pods: Vec<Pod>,
@@ -18,7 +40,7 @@ fn snapshot(
     aais: Vec<AzureAssignedIdentity>,
 ) -> Snapshot {
     let mut idx = ClusterIndex::new(None);
-    idx.pods(Change::Reset(pods.into_iter().map(pod_view).collect()));
+    idx.pods(Change::Reset(pods.into_iter().map(pod_slim).collect()));
     idx.nodes(Change::Reset(nodes.into_iter().map(NodeView::from_node).collect()));
     idx.identities(Change::Reset(ids));
     idx.bindings(Change::Reset(bindings));
@@ -70,9 +92,75 @@ fn drift_check_visits_every_scale_set_with_needed_identities() {
     let (pods, nodes, ids, bindings) = world();
     let aais = written(&pods, &bindings, &ids, Assigned);
     let snap = snapshot(pods, nodes, ids, bindings, aais);
-    let gates = Gates { drift_check: true, ..Gates::default() };
-    let plan = decide(&snap, MatchOptions::default(), &gates, Instant::now());
+    let visits = Visits { all_needed: true, ..Visits::default() };
+    let plan =
+        crate::plan::decide(&snap, MatchOptions::default(), &visits, &Gates::default(), Instant::now());
     assert_eq!(target_units(&plan), vec!["vmss0"]);
+}
+
+#[test]
+fn an_agent_s_recheck_visits_that_scale_set_only() {
+    let (pods, mut nodes, ids, bindings) = world();
+    nodes.push(mk_node("m0", "vmss1", 0));
+    let mut pods = pods;
+    pods.push(mk_pod("ns", "api", "m0", "app"));
+    let aais = written(&pods, &bindings, &ids, Assigned);
+    let snap = snapshot(pods, nodes, ids, bindings, aais);
+    let t1 = snap.nodes["m0"].clone().unwrap();
+    let visits = Visits { targets: [t1].into(), ..Visits::default() };
+    let plan =
+        crate::plan::decide(&snap, MatchOptions::default(), &visits, &Gates::default(), Instant::now());
+    assert_eq!(target_units(&plan), vec!["vmss1"]);
+    assert!(plan.units.values().all(|w| w.visit));
+}
+
+#[test]
+fn a_ledger_holding_an_identity_nothing_needs_visits_its_scale_set() {
+    // The assignment was deleted by hand (finalizer stripped) and its pod is gone: only the
+    // ledger remembers that podid put the identity there.
+    let (_, nodes, ids, bindings) = world();
+    let snap = with_ledger(snapshot(vec![], nodes, ids, bindings, vec![]), "vmss0", &["id"]);
+    let plan = decide(&snap, MatchOptions::default(), &Gates::default(), Instant::now());
+    assert_eq!(target_units(&plan), vec!["vmss0"]);
+    let work = plan.units.values().next().unwrap();
+    assert!(work.visit && work.ledger.is_some() && work.needs.needed.is_empty());
+}
+
+#[test]
+fn a_ledger_whose_identities_are_all_needed_asks_for_nothing() {
+    let (pods, nodes, ids, bindings) = world();
+    let aais = written(&pods, &bindings, &ids, Assigned);
+    let snap = with_ledger(snapshot(pods, nodes, ids, bindings, aais), "vmss0", &["id"]);
+    assert!(decide(&snap, MatchOptions::default(), &Gates::default(), Instant::now()).units.is_empty());
+}
+
+#[test]
+fn grouping_ignores_gates_and_gating_defers_what_is_in_flight() {
+    let (pods, nodes, ids, bindings) = world();
+    let snap = snapshot(pods, nodes, ids, bindings, vec![]);
+    let grouped = group(&snap, MatchOptions::default(), &Visits::default());
+    assert_eq!(grouped.units.len(), 1);
+    let unit = grouped.units.keys().next().unwrap().clone();
+    let gated = gate(grouped, &Gates { in_flight: [unit].into(), ..Gates::default() }, Instant::now());
+    assert!(gated.units.is_empty());
+    assert_eq!(gated.deferred, 1);
+}
+
+#[test]
+fn an_object_whose_write_failed_waits_for_its_backoff_while_the_others_proceed() {
+    let (mut pods, nodes, ids, bindings) = world();
+    pods.push(mk_pod("ns", "api", "n1", "app"));
+    let snap = snapshot(pods, nodes, ids, bindings, vec![]);
+    let now = Instant::now();
+    let bad = podid_core::PodKey::new("default", "web-ns-id".to_string());
+    let gates = Gates {
+        object_retry: BTreeMap::from([(bad.clone(), now + Duration::from_secs(5))]),
+        ..Gates::default()
+    };
+    let plan = decide(&snap, MatchOptions::default(), &gates, now);
+    let work = plan.units.values().next().unwrap();
+    assert_eq!(work.create.iter().map(|a| a.key.name.as_str()).collect::<Vec<_>>(), ["api-ns-id"]);
+    assert_eq!(plan.next_due, Some(now + Duration::from_secs(5)));
 }
 
 #[test]
@@ -87,7 +175,7 @@ fn units_in_flight_or_backing_off_wait() {
     assert_eq!(plan.deferred, 1);
 
     let until = now + Duration::from_secs(3);
-    let backing = Gates { target_retry: BTreeMap::from([(target, until)]), ..Gates::default() };
+    let backing = Gates { unit_retry: BTreeMap::from([(Unit::Target(target), until)]), ..Gates::default() };
     let plan = decide(&snap, MatchOptions::default(), &backing, now);
     assert!(plan.units.is_empty());
     assert_eq!(plan.next_due, Some(until));
@@ -124,16 +212,19 @@ fn assignments_of_a_deleted_node_are_deleted_without_arm() {
 }
 
 #[test]
-fn a_pod_moving_to_another_scale_set_visits_the_old_one() {
+fn a_pod_moving_to_another_scale_set_visits_the_old_one_where_podid_added_its_identity() {
     let (pods, mut nodes, ids, bindings) = world();
     let aais = written(&pods, &bindings, &ids, Assigned);
     nodes.push(mk_node("m0", "vmss1", 0));
     let moved = vec![mk_pod("ns", "web", "m0", "app")];
     let snap = snapshot(moved, nodes, ids, bindings, aais);
+    let without = decide(&snap, MatchOptions::default(), &Gates::default(), Instant::now());
+    assert_eq!(target_units(&without), vec!["vmss1"], "podid added nothing to vmss0: nothing to take off");
+    let snap = with_ledger(snap, "vmss0", &["id"]);
     let plan = decide(&snap, MatchOptions::default(), &Gates::default(), Instant::now());
     assert_eq!(target_units(&plan), vec!["vmss0", "vmss1"]);
     let old = plan.units.iter().find(|(u, _)| matches!(u, Unit::Target(t) if t.name == "vmss0")).unwrap().1;
-    assert!(old.visit && old.needs.held.contains_key(&key("id")) && old.needs.needed.is_empty());
+    assert!(old.visit && old.needs.needed.is_empty());
 }
 
 #[test]

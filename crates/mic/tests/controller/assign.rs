@@ -259,7 +259,7 @@ async fn forty_pods_are_all_assigned_well_within_upstreams_budget() {
     let nodes = [env.node(0).await, env.node(1).await];
     env.identity("app-id", APP_IDENTITY).await;
     env.binding("app-binding", "app-id", "app").await;
-    let started = std::time::Instant::now();
+    let started = tokio::time::Instant::now();
     let pods: Vec<(String, &String)> = (0..40).map(|i| (format!("web-{i}"), &nodes[i % 2])).collect();
     futures::future::join_all(pods.iter().map(|(name, node)| env.pod(name, node, "app"))).await;
     let names: Vec<String> = (0..40).map(|i| aai_name(&format!("web-{i}"), &env.ns, "app-id")).collect();

@@ -29,7 +29,7 @@ async fn arm_timeouts_are_retried_and_converge_without_duplicates() {
     env.identity("app-id", APP_IDENTITY).await;
     env.binding("b", "app-id", "app").await;
     env.pod("web", &node, "app").await;
-    let started = std::time::Instant::now();
+    let started = tokio::time::Instant::now();
     let opts =
         MicOptions { identity: "mic-faults".into(), lease: Duration::from_secs(2), ..MicOptions::default() };
     let _mic = env.mic_using(opts, env.arm_with_timeout(Some(CLIENT_TIMEOUT)));

@@ -1,5 +1,7 @@
 //! High availability: one leader writes; a dead leader is replaced within the lease duration.
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use podid_api::AssignedState::Assigned;
 use podid_emulator::config::builtin::APP_IDENTITY;

@@ -6,8 +6,11 @@ mod support;
 
 mod arm_faults;
 mod assign;
+mod drift;
+mod events;
 mod faults;
 mod federated;
 mod ha;
+mod ledger;
 mod nodes;
 mod removal;

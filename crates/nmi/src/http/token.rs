@@ -334,6 +334,7 @@ async fn answer(
             )
         }
         Err(e) => {
+            state.drift.observe(state, pod, &source, &e);
             let (code, msg) = match (&e, direct) {
                 (_, true) => {
                     (StatusCode::FORBIDDEN, format!("failed to get service principal token, error: {e}"))

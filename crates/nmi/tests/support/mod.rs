@@ -23,7 +23,9 @@ use podid_core::matching::{MatchOptions, desired};
 use podid_core::pod::Phase;
 use podid_core::{PodKey, PodView};
 use podid_nmi::cache::TokenCache;
+use podid_nmi::http::limits::Limits;
 use podid_nmi::http::proxy::Proxy;
+use podid_nmi::http::serve::{ServeOptions, serve};
 use podid_nmi::metrics::Metrics;
 use podid_nmi::token::{ManualClock, Token, TokenError, TokenFuture, TokenProvider, TokenSet, TokenSource};
 use podid_nmi::{AgentState, Config, Mode, Shared, app};
@@ -126,6 +128,29 @@ impl FakeImds {
     }
 }
 
+/// One request over a real socket (`Connection: close`), as the current process: status, body.
+pub async fn wire_get(addr: SocketAddr, target: &str, headers: &[(&str, &str)]) -> (StatusCode, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut req = format!("GET {target} HTTP/1.1\r\nHost: 169.254.169.254\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.unwrap();
+    parse_response(&buf)
+}
+
+/// Status and body of a raw HTTP/1.1 response (`(0, "")` when there is none).
+pub fn parse_response(raw: &[u8]) -> (StatusCode, String) {
+    let text = String::from_utf8_lossy(raw).into_owned();
+    let code = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (StatusCode::from_u16(code).unwrap_or(StatusCode::from_u16(599).unwrap()), body)
+}
+
 pub struct Resp {
     pub status: StatusCode,
     pub body: String,
@@ -140,6 +165,7 @@ pub struct Agent {
     pub provider: Arc<FakeProvider>,
     pub clock: Arc<ManualClock>,
     pub imds: Arc<FakeImds>,
+    pub registry: Arc<Mutex<prometheus_client::registry::Registry>>,
 }
 
 impl Agent {
@@ -170,24 +196,38 @@ impl Agent {
         });
         let imds = Arc::new(FakeImds::start());
         let mut registry = prometheus_client::registry::Registry::default();
+        let metrics = Arc::new(Metrics::register(&mut registry));
+        let cache = TokenCache::bounded(
+            provider.clone(),
+            clock.clone(),
+            60,
+            podid_nmi::cache::CacheLimits::default(),
+            Some(metrics.clone()),
+        );
         let state = AgentState {
             shared: Arc::new(Shared::default()),
-            cache: TokenCache::new(provider.clone(), clock.clone(), 60),
+            cache,
             config: Arc::new(config),
-            metrics: Arc::new(Metrics::register(&mut registry)),
+            metrics,
             proxy: Proxy::new(&imds.url).unwrap(),
+            drift: Default::default(),
         };
-        Self { state, provider, clock, imds }
+        Self { state, provider, clock, imds, registry: Arc::new(Mutex::new(registry)) }
     }
 
     pub async fn get(&self, ip: &str, uri: &str, headers: &[(&str, &str)]) -> Resp {
-        let ip: IpAddr = ip.parse().unwrap();
-        let router = app(self.state.clone()).layer(MockConnectInfo(SocketAddr::new(ip, 40000)));
         let mut req = Request::builder().uri(uri);
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
-        let resp = router.oneshot(req.body(Body::empty()).unwrap()).await.unwrap();
+        self.send(ip, req.body(Body::empty()).unwrap()).await
+    }
+
+    /// Hands `req` to the router in process, as if from `ip`.
+    pub async fn send(&self, ip: &str, req: Request<Body>) -> Resp {
+        let ip: IpAddr = ip.parse().unwrap();
+        let router = app(self.state.clone()).layer(MockConnectInfo(SocketAddr::new(ip, 40000)));
+        let resp = router.oneshot(req).await.unwrap();
         let h = resp.headers().clone();
         let get = |k: &str| h.get(k).and_then(|v| v.to_str().ok()).map(str::to_string);
         Resp {
@@ -197,6 +237,29 @@ impl Agent {
             retry_after: get("retry-after"),
             body: String::from_utf8(resp.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap(),
         }
+    }
+
+    /// Serves this agent on a real socket at `addr` (port 0: any) with `limits`, until the test
+    /// ends; returns the address.
+    pub async fn serve_at(&self, addr: SocketAddr, limits: Limits) -> SocketAddr {
+        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+        let local = listener.local_addr().unwrap();
+        let options = ServeOptions { limits, intercepted: None };
+        let (app, metrics) = (app(self.state.clone()), self.state.metrics.clone());
+        tokio::spawn(serve(vec![listener], app, options, metrics, std::future::pending()));
+        local
+    }
+
+    /// Serves this agent on 127.0.0.1 with the default limits.
+    pub async fn serve(&self) -> SocketAddr {
+        self.serve_at("127.0.0.1:0".parse().unwrap(), Limits::default()).await
+    }
+
+    /// The agent's `/metrics` text.
+    pub fn metrics_text(&self) -> String {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry.lock()).unwrap();
+        text
     }
 
     pub async fn token(&self, ip: &str, query: &str) -> Resp {

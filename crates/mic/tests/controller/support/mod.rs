@@ -140,6 +140,7 @@ impl Env {
                 drift_interval: opts.drift,
                 base_backoff: opts.backoff,
                 max_backoff: Duration::from_secs(10),
+                recheck_interval: Duration::from_millis(500),
             },
             scope: Some(self.scope.clone()),
             election: Election {
@@ -328,6 +329,74 @@ impl Env {
                     .is_some_and(|n| self.scope.contains(n))
             })
             .collect()
+    }
+
+    /// Deletes an assigned identity the way a careless operator does: finalizer stripped first.
+    pub async fn strip_and_delete_aai(&self, name: &str) {
+        let api =
+            Api::<AzureAssignedIdentity>::namespaced(self.client.clone(), podid_api::DEFAULT_AAI_NAMESPACE);
+        let patch = serde_json::json!({ "metadata": { "finalizers": null } });
+        api.patch(name, &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch)).await.unwrap();
+        api.delete(name, &DeleteParams::default()).await.unwrap();
+    }
+
+    /// The ledgers (what podid added to each scale set) of this test's controllers.
+    pub async fn ledgers(&self) -> Vec<podid_core::scaleset::TargetLedger> {
+        let api = Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(self.client.clone(), &self.ns);
+        let list = api
+            .list(&ListParams::default().labels(podid_core::scaleset::ledger::LEDGER_LABEL))
+            .await
+            .unwrap();
+        list.items.into_iter().map(|cm| podid_mic::ledger::from_config_map(cm).unwrap().value).collect()
+    }
+
+    /// Reports, as the agent on the pod's node does, that IMDS refused the identity of `aai`.
+    pub async fn report_drift(&self, aai: &AzureAssignedIdentity) {
+        let pod = podid_core::PodKey::new(aai.spec.pod_namespace.clone(), aai.spec.pod.clone());
+        let client =
+            aai.spec.azure_identity_ref.as_ref().map(|i| i.spec.client_id.clone()).unwrap_or_default();
+        let now = k8s_openapi::jiff::Timestamp::now();
+        let e = podid_nmi::drift::event_for(
+            aai,
+            &pod,
+            None,
+            &aai.spec.node_name,
+            &client,
+            "Identity not found",
+            now,
+        );
+        let ns = aai.metadata.namespace.clone().unwrap();
+        Api::<k8s_openapi::api::events::v1::Event>::namespaced(self.client.clone(), &ns)
+            .create(&PostParams::default(), &e)
+            .await
+            .unwrap();
+    }
+
+    /// Puts an identity on the built-in scale set behind podid's back (an ARM PATCH of its own).
+    pub async fn add_behind_podids_back(&self, emu_identity: &str) {
+        use podid_core::scaleset::{Delta, Target, TargetKind, patches};
+        let target = Target {
+            subscription: self.emu.subscription_id(),
+            resource_group: NODE_RESOURCE_GROUP.into(),
+            kind: TargetKind::ScaleSet,
+            name: SCALE_SET.into(),
+        };
+        let arm = self.arm();
+        let current = arm.get_identity(&target).await.unwrap().identity;
+        let add = [self.identity_id(emu_identity).to_ascii_lowercase()].into();
+        for p in patches(&current, &Delta { add, remove: Default::default() }) {
+            arm.patch_identity(&target, &p).await.unwrap();
+        }
+    }
+
+    /// Takes an identity off every scale set behind podid's back.
+    pub fn remove_behind_podids_back(&self, emu_identity: &str) {
+        let id = self.identity_id(emu_identity).to_ascii_lowercase();
+        self.emu.with_world(|w| {
+            for s in w.scale_sets.values_mut() {
+                s.identity.user.remove(&id);
+            }
+        });
     }
 
     pub async fn delete<K>(&self, name: &str)
