@@ -41,14 +41,6 @@ async fn the_python_and_rust_sdks_get_the_bound_identity_on_every_node() {
 
 #[tokio::test]
 async fn a_pod_without_a_binding_is_refused_and_the_sdk_shows_why() {
-    let world = world();
     let _guard = shared().await;
-    let ns = support::namespace(world, "unbound").await;
-    let pod = PodSpec::new("unbound", "sdk-python", "nobody-binds-this").args(&[
-        "--client-id",
-        APP_CLIENT,
-        "--no-retry",
-    ]);
-    let (ok, logs) = support::run_pod(world, &ns, &pod.build(world), Duration::from_secs(150)).await;
-    assert!(!ok && logs.starts_with("error "), "{logs}");
+    support::unbound_pod_is_refused_with_the_reason(world()).await;
 }

@@ -10,7 +10,6 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use kube::api::{ListParams, PostParams};
-use podid_api::AzureAssignedIdentity;
 use podid_sandbox::{Mode, azure};
 use support::{APP_CLIENT, PodSpec, exclusive};
 
@@ -38,8 +37,7 @@ fn deployment(world: &podid_sandbox::world::World) -> Deployment {
 /// The nodes of the assignments of namespace `ns` once there is one Assigned per running pod.
 async fn assigned_nodes(world: &podid_sandbox::world::World, ns: &str) -> BTreeSet<String> {
     let client = world.cluster.api().client().unwrap();
-    let (pods, assigned) =
-        (Api::<Pod>::namespaced(client.clone(), ns), Api::<AzureAssignedIdentity>::namespaced(client, ns));
+    let pods = Api::<Pod>::namespaced(client, ns);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
     loop {
         let running: BTreeSet<String> = pods
@@ -54,7 +52,7 @@ async fn assigned_nodes(world: &podid_sandbox::world::World, ns: &str) -> BTreeS
             })
             .filter_map(|p| p.metadata.name)
             .collect();
-        let list = assigned.list(&ListParams::default()).await.unwrap().items;
+        let list = support::assignments_of(world, ns).await;
         let for_pods: BTreeSet<String> = list.iter().map(|a| a.spec.pod.clone()).collect();
         let done = running.len() == REPLICAS
             && for_pods == running

@@ -9,8 +9,6 @@ use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::Api;
-use kube::api::ListParams;
-use podid_api::AzureAssignedIdentity;
 use podid_emulator::config::builtin;
 use podid_sandbox::{Mode, azure};
 use support::{APP_2_CLIENT, APP_CLIENT, PodSpec, exclusive, shared};
@@ -46,20 +44,8 @@ async fn the_python_and_rust_sdks_get_the_bound_identity_on_every_node() {
 
 #[tokio::test]
 async fn a_pod_without_a_binding_is_refused_and_the_sdk_shows_why() {
-    let world = world();
     let _guard = shared().await;
-    let ns = support::namespace(world, "unbound").await;
-    let pod = PodSpec::new("unbound", "sdk-python", "nobody-binds-this").args(&[
-        "--client-id",
-        APP_CLIENT,
-        "--no-retry",
-    ]);
-    let (ok, logs) = support::run_pod(world, &ns, &pod.build(world), Duration::from_secs(150)).await;
-    assert!(!ok && logs.starts_with("error "), "{logs}");
-    assert!(
-        logs.contains(APP_CLIENT) || logs.to_lowercase().contains("identity"),
-        "the SDK's error names nothing of podid's reason: {logs}"
-    );
+    support::unbound_pod_is_refused_with_the_reason(world()).await;
 }
 
 /// The client id of the scale set's own (kubelet) identity: on the node's real IMDS, but never
@@ -187,17 +173,16 @@ async fn deleting_the_leader_during_a_burst_of_pods_leaves_no_duplicate_or_orpha
             ]));
         }
     }
-    let assigned = Api::<AzureAssignedIdentity>::namespaced(client.clone(), &ns);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
     loop {
-        let list = assigned.list(&ListParams::default()).await.unwrap();
-        let by_pod: BTreeMap<String, usize> = list.items.iter().fold(BTreeMap::new(), |mut m, a| {
+        let list = support::assignments_of(world, &ns).await;
+        let by_pod: BTreeMap<String, usize> = list.iter().fold(BTreeMap::new(), |mut m, a| {
             *m.entry(a.spec.pod.clone()).or_default() += 1;
             m
         });
         assert!(by_pod.values().all(|n| *n == 1), "duplicate assignments: {by_pod:?}");
         let all_assigned =
-            list.items.iter().all(|a| a.status.as_ref().is_some_and(|s| s.status == "Assigned"));
+            list.iter().all(|a| a.status.as_ref().is_some_and(|s| s.status == "Assigned"));
         if by_pod.len() == BURST && all_assigned {
             break;
         }
@@ -208,7 +193,7 @@ async fn deleting_the_leader_during_a_burst_of_pods_leaves_no_duplicate_or_orpha
         let _ = pods.delete(&format!("burst-{i}"), &Default::default()).await;
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
-    while !assigned.list(&ListParams::default()).await.unwrap().items.is_empty() {
+    while !support::assignments_of(world, &ns).await.is_empty() {
         assert!(tokio::time::Instant::now() < deadline, "assignments left after their pods were deleted");
         tokio::time::sleep(Duration::from_millis(500)).await;
     }

@@ -53,7 +53,7 @@ pub fn world(mode: Mode) -> &'static World {
 async fn start(mode: Mode) -> World {
     let opts = WorldOptions {
         emulator: azure::config(),
-        images: vec!["nmi", "mic", "demo", "sdk-python", "sdk-rust"],
+        images: vec!["nmi", "mic", "demo", "sdk-python", "sdk-rust", "busybox"],
     };
     let world = World::start(opts).await.unwrap();
     run(world.podid().unwrap().arg("install").args(world.install_args(mode)).arg("--apply"));
@@ -335,4 +335,31 @@ pub fn tally(logs: &str, client_id: &str) -> Tally {
         }
     }
     t
+}
+
+/// A pod whose label no binding selects asks the real Python SDK for the app's identity: the
+/// agent refuses at once and the SDK's error carries podid's reason (which label, what to do).
+pub async fn unbound_pod_is_refused_with_the_reason(world: &World) {
+    let ns = namespace(world, "unbound").await;
+    let pod = PodSpec::new("unbound", "sdk-python", "nobody-binds-this").args(&[
+        "--client-id",
+        APP_CLIENT,
+        "--no-retry",
+    ]);
+    let (ok, logs) = run_pod(world, &ns, &pod.build(world), Duration::from_secs(150)).await;
+    // The SDK logs its own warnings first; the probe's verdict is a line of its own.
+    assert!(!ok && logs.lines().any(|l| l.starts_with("error ")), "{logs}");
+    assert!(
+        logs.contains("no AzureIdentityBinding has selector \"nobody-binds-this\""),
+        "the SDK's error does not carry podid's reason: {logs}"
+    );
+}
+
+/// The assignments of the pods of namespace `ns`. They live in the controller's namespace for
+/// assignments (`default`) unless their identity is namespaced, so every namespace is listed.
+pub async fn assignments_of(world: &World, ns: &str) -> Vec<podid_api::AzureAssignedIdentity> {
+    let client = world.cluster.api().client().unwrap();
+    let all = Api::<podid_api::AzureAssignedIdentity>::all(client);
+    let list = all.list(&Default::default()).await.unwrap();
+    list.items.into_iter().filter(|a| a.spec.pod_namespace == ns).collect()
 }

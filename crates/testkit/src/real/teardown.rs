@@ -95,6 +95,8 @@ done
         if let Some(bridge) = &self.bridge {
             let _ = writeln!(s, "ip link del '{bridge}' 2>/dev/null");
         }
+        // Whoever runs it (Drop, the watchdog, a person), the script goes once it has run.
+        s.push_str("rm -f \"$0\"\n");
         s
     }
 
