@@ -188,6 +188,9 @@ fn apiserver(binaries: &Binaries, dir: &Path, etcd_port: u16, port: u16, server_
         .arg(arg("--service-account-signing-key-file", dir.join("sa.key")))
         .arg(arg("--service-account-key-file", dir.join("sa.pub")))
         .arg(format!("--service-account-issuer={server_url}"))
+        // Without it the discovery document's jwks_uri is built from the advertised address, which
+        // real nodes' clusters set to a node-local one the host (and the emulator) cannot reach.
+        .arg(format!("--service-account-jwks-uri={server_url}/openid/v1/jwks"))
         .arg(format!("--api-audiences={server_url},{TOKEN_EXCHANGE_AUDIENCE}"))
         .arg(format!("--service-cluster-ip-range={SERVICE_CIDR}"))
         .args(["--enable-priority-and-fairness=false", "--profiling=false"]);
