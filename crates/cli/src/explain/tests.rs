@@ -225,6 +225,7 @@ fn agent_answer(c: &Case) -> (u16, String) {
         config: Arc::new(config),
         metrics: Arc::new(podid_nmi::metrics::Metrics::register(&mut registry)),
         proxy: podid_nmi::http::proxy::Proxy::new("http://127.0.0.1:9").expect("proxy"),
+        drift: Default::default(),
     };
     let query = c.client_id.as_ref().map(|id| format!("&client_id={id}")).unwrap_or_default();
     let uri = format!("/metadata/identity/oauth2/token?resource=r{query}");
