@@ -44,6 +44,11 @@ pub enum Command {
     Uninstall(UninstallArgs),
 }
 
+/// Default `--image-registry`.
+pub const DEFAULT_REGISTRY: &str = "ghcr.io/podid";
+/// Default `--tag`: this build's version.
+pub const DEFAULT_TAG: &str = concat!("v", env!("CARGO_PKG_VERSION"));
+
 /// `podid install`.
 #[derive(Debug, Clone, Args)]
 pub struct InstallArgs {
@@ -57,10 +62,10 @@ pub struct InstallArgs {
     #[arg(long, short = 'n', default_value = "kube-system")]
     pub namespace: String,
     /// Image registry and repository prefix (images `<registry>/podid-mic|podid-nmi:<tag>`).
-    #[arg(long, default_value = crate::install::DEFAULT_REGISTRY)]
+    #[arg(long, default_value = DEFAULT_REGISTRY)]
     pub image_registry: String,
     /// Image tag.
-    #[arg(long, default_value = crate::install::DEFAULT_TAG)]
+    #[arg(long, default_value = DEFAULT_TAG)]
     pub tag: String,
     /// Entra tenant of federated identities without `tenantID` (default: the nodes' azure.json).
     #[arg(long)]

@@ -62,10 +62,21 @@ pub enum Error {
     Serialize(String),
 }
 
+/// The API server a client talks to, named in errors when it cannot be reached.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiServer {
+    /// The server URL from the kubeconfig (or in-cluster).
+    pub url: String,
+    /// How long a connection attempt may take (`--connect-timeout`).
+    pub connect_timeout: std::time::Duration,
+    /// The proxy the client goes through, if any (without credentials).
+    pub proxy: Option<String>,
+}
+
 impl Error {
     /// Names the API server, the proxy and the connect timeout in an error that got no answer
     /// from the server (a plain `ServiceError: client error (Connect)` says neither).
-    pub fn at_server(self, server: &crate::kube_util::ApiServer) -> Self {
+    pub fn at_server(self, server: &ApiServer) -> Self {
         match self {
             Error::Kube { action, source } if is_unanswered(&source) => Error::Unreachable {
                 action,

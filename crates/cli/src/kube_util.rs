@@ -10,16 +10,7 @@ use podid_api::names::validate_dns_subdomain;
 
 use crate::error::{Error, KubeContext, Result, is_forbidden, is_not_found};
 
-/// The API server a client talks to, named in errors when it cannot be reached.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ApiServer {
-    /// The server URL from the kubeconfig (or in-cluster).
-    pub url: String,
-    /// How long a connection attempt may take (`--connect-timeout`).
-    pub connect_timeout: Duration,
-    /// The proxy the client goes through, if any (without credentials).
-    pub proxy: Option<String>,
-}
+pub use crate::error::ApiServer;
 
 /// A Kubernetes client from `kubeconfig`, else `$KUBECONFIG`/`~/.kube/config`/in-cluster, that
 /// gives up connecting after `connect_timeout` and reaches the server through `proxy` when its

@@ -94,10 +94,7 @@ impl Default for InstallOptions {
     }
 }
 
-/// Default `--image-registry`.
-pub const DEFAULT_REGISTRY: &str = "ghcr.io/podid";
-/// Default `--tag`: this build's version.
-pub const DEFAULT_TAG: &str = concat!("v", env!("CARGO_PKG_VERSION"));
+pub use crate::args::{DEFAULT_REGISTRY, DEFAULT_TAG};
 
 impl InstallOptions {
     pub(crate) fn image(&self, component: &str) -> String {
