@@ -1,5 +1,6 @@
 //! `podid-demo`: prints upstream's demo lines every `--period` seconds (see the library docs).
-//! Exits 1 when the last round (`--once`/`--count`) failed.
+//! Exits 1 when the last round (`--once`/`--count`) failed. Ends at once on SIGTERM or Ctrl-C: as a
+//! container's PID 1 it would otherwise be killed only after the pod's grace period (30 s).
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -17,9 +18,15 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let stop = stopped();
+    tokio::pin!(stop);
     let mut done = 0;
     loop {
-        let ok = match demo.round().await {
+        let round = tokio::select! {
+            r = demo.round() => r,
+            () = &mut stop => return ExitCode::SUCCESS,
+        };
+        let ok = match round {
             Ok(lines) => {
                 lines.iter().for_each(|line| println!("{line}"));
                 true
@@ -34,6 +41,25 @@ async fn main() -> ExitCode {
         if rounds.is_some_and(|n| done >= n) {
             return if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE };
         }
-        tokio::time::sleep(period).await;
+        tokio::select! {
+            () = tokio::time::sleep(period) => {}
+            () = &mut stop => return ExitCode::SUCCESS,
+        }
+    }
+}
+
+/// Resolves on SIGTERM (the kubelet stopping the container) or Ctrl-C.
+async fn stopped() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        () = term => {}
+        _ = tokio::signal::ctrl_c() => {}
     }
 }
