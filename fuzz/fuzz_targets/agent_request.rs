@@ -210,7 +210,8 @@ fn identity_related(canonical: &str) -> bool {
 
 /// IMDS's endpoints exactly as documented (the harness' own copy of the allowlist).
 fn allowlisted(method: &str, path: &str) -> bool {
-    let leaf = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    let leaf =
+        |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
     let p = path.strip_suffix('/').unwrap_or(path);
     let ok_path = match p.strip_prefix("/metadata/") {
         Some("attested/document" | "scheduledevents" | "loadbalancer" | "versions" | "instance") => true,
@@ -425,7 +426,10 @@ fuzz_target!(|input: Input| {
             "identity path proxied to IMDS: {forwarded:?} (reads as {c:?}) for {uri:?}"
         );
         let path = forwarded.split('?').next().unwrap_or_default();
-        assert!(allowlisted(fwd_method, path), "{fwd_method} {forwarded:?} is not on IMDS's allowlist (for {method} {uri:?})");
+        assert!(
+            allowlisted(fwd_method, path),
+            "{fwd_method} {forwarded:?} is not on IMDS's allowlist (for {method} {uri:?})"
+        );
         assert_eq!(*fwd_version, http::Version::HTTP_11, "IMDS is asked over HTTP/1.1");
         assert!(method != "CONNECT" && !input.asterisk, "{method} {uri:?} was forwarded");
     }

@@ -58,7 +58,10 @@ fn check_decisions(
         let _ = UserAssignedIdentityId::parse(&identity.spec.resource_id);
         let _ = identity.is_namespaced();
         for force_namespaced in [false, true] {
-            let _ = matching::assignment_namespace(identity, MatchOptions { force_namespaced, ..MatchOptions::default() });
+            let _ = matching::assignment_namespace(
+                identity,
+                MatchOptions { force_namespaced, ..MatchOptions::default() },
+            );
         }
     }
     for force_namespaced in [false, true] {
@@ -79,7 +82,8 @@ fn check_decisions(
             exceptions: exceptions.to_vec(),
         };
         for mode in Mode::ALL {
-            let settings = Settings { mode, force_namespaced, mic_namespace: "kube-system", release_terminating: false };
+            let settings =
+                Settings { mode, force_namespaced, mic_namespace: "kube-system", release_terminating: false };
             for pod in pods {
                 for client_id in [None, identities.first().map(|i| i.spec.client_id.as_str())] {
                     let req = agent::Request { client_id, resource_id: None, object_id: None };

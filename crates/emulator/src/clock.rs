@@ -11,7 +11,10 @@ pub fn now_unix() -> u64 {
 }
 
 fn utc(secs: u64) -> jiff::civil::DateTime {
-    let at = i64::try_from(secs).ok().and_then(|s| jiff::Timestamp::from_second(s).ok()).unwrap_or(jiff::Timestamp::MAX);
+    let at = i64::try_from(secs)
+        .ok()
+        .and_then(|s| jiff::Timestamp::from_second(s).ok())
+        .unwrap_or(jiff::Timestamp::MAX);
     at.to_zoned(jiff::tz::TimeZone::UTC).datetime()
 }
 

@@ -181,8 +181,7 @@ async fn deleting_the_leader_during_a_burst_of_pods_leaves_no_duplicate_or_orpha
             m
         });
         assert!(by_pod.values().all(|n| *n == 1), "duplicate assignments: {by_pod:?}");
-        let all_assigned =
-            list.iter().all(|a| a.status.as_ref().is_some_and(|s| s.status == "Assigned"));
+        let all_assigned = list.iter().all(|a| a.status.as_ref().is_some_and(|s| s.status == "Assigned"));
         if by_pod.len() == BURST && all_assigned {
             break;
         }
