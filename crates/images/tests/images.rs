@@ -148,7 +148,9 @@ fn the_agent_starts_in_its_container_and_installs_its_nat_rule_in_the_pods_netwo
     let c = Containerd::start();
     c.import(&b.tarball("nmi"));
     // A kubeconfig for an API server nobody serves (loopback of the container's own namespace):
-    // the agent builds its clients (the CA bundle's test), installs its rules and serves.
+    // the agent builds its clients (the CA bundle's test), installs its rules and serves. The
+    // namespace has no route to 169.254.169.254, so no node address to DNAT to: upstream's loopback
+    // rule is asked for by name (the real-node suites run the default, `auto`).
     let kubeconfig = c.scratch("kubeconfig");
     std::fs::write(&kubeconfig, KUBECONFIG).unwrap();
     let mount = format!("type=bind,src={},dst=/kubeconfig,options=rbind:ro", kubeconfig.display());
@@ -159,6 +161,8 @@ fn the_agent_starts_in_its_container_and_installs_its_nat_rule_in_the_pods_netwo
         "KUBECONFIG=/kubeconfig",
         "--env",
         "NODE_NAME=images-test",
+        "--env",
+        "PODID_DNAT_ADDRESS=loopback",
         "--mount",
         &mount,
     ];
