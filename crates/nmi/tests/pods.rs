@@ -78,7 +78,9 @@ fn binding(ns: &str) -> AzureIdentityBinding {
         },
         spec: AzureIdentityBindingSpec {
             azure_identity: "app-id".into(),
-            selector: "app".into(),
+            // The namespace's own name: tests share the API server, and in standard mode bindings of
+            // every namespace apply, so a shared selector would let one test's binding serve another's pod.
+            selector: ns.into(),
             ..Default::default()
         },
         status: None,
@@ -161,7 +163,7 @@ async fn setup(mode_args: &[&str]) -> Setup {
     let bridge = Bridge::create();
     let (bound, bound_ip) = bridge.attach(agent_port);
     let (other, other_ip) = bridge.attach(agent_port);
-    for (name, ip, selector) in [("bound", &bound_ip, "app"), ("other", &other_ip, "none")] {
+    for (name, ip, selector) in [("bound", &bound_ip, ns.as_str()), ("other", &other_ip, "none")] {
         PodBuilder::new(&ns, name)
             .node(&node)
             .label("aadpodidbinding", selector)
