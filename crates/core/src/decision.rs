@@ -164,7 +164,9 @@ pub fn decide<'a>(
     };
     let chose = chosen.map(|(_, identity)| Step::Chose { identity, choice });
     trace.push(Step::Bindings(found));
-    if s.mode == Mode::Standard {
+    // A federated identity is exchanged, never assigned: there is no assignment step to show.
+    let federated = matches!(&outcome, Outcome::Serve(served) if served.federated);
+    if s.mode == Mode::Standard && !federated {
         trace.push(Step::Assignments(assignments));
     }
     trace.extend(chose);

@@ -99,8 +99,6 @@ pub(crate) fn explain(w: &World, args: &ExplainPod, d: &Decision<'_>, chain: Opt
                 lines.extend(binding_lines(w, found));
                 r.step("bindings", lines);
             }
-            // A federated identity is served without an assignment: the step says nothing then.
-            Step::Assignments(assigned) if assigned.is_empty() && federated(d) => {}
             Step::Assignments(assigned) => r.step("assigned identities", assigned_lines(assigned, d)),
             Step::Chose { identity, choice } => r.step("choice", vec![choice_line(identity, *choice, d)]),
             Step::HostNetwork | Step::ObjectId | Step::Finished | Step::Terminating { .. } => {}
@@ -117,11 +115,6 @@ pub(crate) fn explain(w: &World, args: &ExplainPod, d: &Decision<'_>, chain: Opt
     let outcome = unattributed.map_or_else(|| d.outcome.clone(), Outcome::Refuse);
     r.verdict = verdict(w, args, &outcome, &target, missing, &mut r.identity);
     r
-}
-
-/// Whether `d` serves a federated identity.
-fn federated(d: &Decision<'_>) -> bool {
-    matches!(&d.outcome, Outcome::Serve(s) if s.federated)
 }
 
 fn verdict(
