@@ -7,26 +7,16 @@
 mod install_support;
 mod support;
 
-use std::time::Duration;
-
 use install_support::components::{Agent, InstalledWorld};
+use install_support::until;
 use kube::Api;
 use kube::api::ListParams;
 use podid_api::{AssignedState, AzureAssignedIdentity};
 use podid_cli::install::NMI_SERVICE_ACCOUNT;
 use podid_emulator::config::builtin::{APP_IDENTITY, NODE_RESOURCE_GROUP, SCALE_SET};
 use support::podid;
-use tokio::time::Instant;
 
 const POD_IP: &str = "127.0.0.78";
-
-async fn until<F: AsyncFnMut() -> bool>(what: &str, mut f: F) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !f().await {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 /// A token request as the pod, for `resource` (a resource not asked for before misses the cache).
 async fn token(agent: &Agent, client_id: &str, resource: &str) -> u16 {

@@ -5,33 +5,15 @@
 mod install_support;
 mod support;
 
-use std::time::{Duration, Instant};
-
 use install_support::components::InstalledWorld;
+use install_support::{aais, on_scale_set, until};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::Api;
 use kube::api::ListParams;
-use podid_api::{AssignedState, AzureAssignedIdentity};
+use podid_api::AssignedState;
 use podid_cli::install::InstallOptions;
-use podid_emulator::RunningEmulator;
-use podid_emulator::config::builtin::{APP_IDENTITY, NODE_RESOURCE_GROUP, SCALE_SET};
+use podid_emulator::config::builtin::APP_IDENTITY;
 use support::podid;
-
-fn on_scale_set(emu: &RunningEmulator) -> Vec<String> {
-    emu.assigned_identities(NODE_RESOURCE_GROUP, SCALE_SET).unwrap_or_default()
-}
-
-async fn aais(admin: &kube::Client) -> Vec<AzureAssignedIdentity> {
-    Api::<AzureAssignedIdentity>::all(admin.clone()).list(&ListParams::default()).await.unwrap().items
-}
-
-async fn until(what: &str, mut f: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !f().await {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn identity_delete_then_uninstall_cleans_the_scale_set_and_leaves_nothing() {

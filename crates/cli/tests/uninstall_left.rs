@@ -9,32 +9,12 @@
 mod install_support;
 mod support;
 
-use std::time::Duration;
-
 use install_support::components::InstalledWorld;
+use install_support::{aais, on_scale_set, until};
 use kube::Api;
-use kube::api::ListParams;
 use podid_api::{AssignedState, AzureAssignedIdentity};
-use podid_emulator::RunningEmulator;
-use podid_emulator::config::builtin::{APP_IDENTITY, NODE_RESOURCE_GROUP, SCALE_SET};
+use podid_emulator::config::builtin::{APP_IDENTITY, SCALE_SET};
 use support::podid;
-use tokio::time::Instant;
-
-fn on_scale_set(emu: &RunningEmulator) -> Vec<String> {
-    emu.assigned_identities(NODE_RESOURCE_GROUP, SCALE_SET).unwrap_or_default()
-}
-
-async fn aais(admin: &kube::Client) -> Vec<AzureAssignedIdentity> {
-    Api::<AzureAssignedIdentity>::all(admin.clone()).list(&ListParams::default()).await.unwrap().items
-}
-
-async fn until(what: &str, mut f: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !f().await {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 /// Strips an assigned identity's finalizer and deletes it, as a careless operator would.
 async fn strip_and_delete(admin: &kube::Client, aai: &AzureAssignedIdentity) {

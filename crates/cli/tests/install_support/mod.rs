@@ -77,3 +77,24 @@ pub async fn exists(client: &kube::Client, obj: &Value) -> bool {
 
 /// Held by tests that write cluster-wide objects (CRDs, ClusterRoles), so they do not interleave.
 pub static CLUSTER_WIDE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// The identities on the emulator's built-in scale set.
+pub fn on_scale_set(emu: &podid_emulator::RunningEmulator) -> Vec<String> {
+    use podid_emulator::config::builtin::{NODE_RESOURCE_GROUP, SCALE_SET};
+    emu.assigned_identities(NODE_RESOURCE_GROUP, SCALE_SET).unwrap_or_default()
+}
+
+/// Every AzureAssignedIdentity of the cluster.
+pub async fn aais(admin: &kube::Client) -> Vec<podid_api::AzureAssignedIdentity> {
+    let all = kube::Api::<podid_api::AzureAssignedIdentity>::all(admin.clone());
+    all.list(&Default::default()).await.unwrap().items
+}
+
+/// Polls `f` every 100 ms until it holds; fails after 30 s naming `what`.
+pub async fn until(what: &str, mut f: impl AsyncFnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !f().await {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
