@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
+use backon::{BackoffBuilder, ExponentialBuilder};
 use reqwest::header::HeaderMap;
 
 use crate::proxy::ProxySettings;
@@ -134,21 +135,23 @@ fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
-/// Exponential back-off with jitter for transient failures.
+/// Exponential back-off with jitter for transient failures: the settings of one
+/// [`backon::ExponentialBuilder`], the back-off every podid component uses (the controller's
+/// per-key retries and the watches' reconnects too).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Backoff {
     /// Retries after the first attempt (0 disables retrying).
     pub max_retries: u32,
     /// Delay before the first retry.
     pub initial: Duration,
-    /// Upper bound of any one delay.
+    /// Upper bound of any one delay before jitter.
     pub max: Duration,
-    /// Scale each delay by a random factor in [0.5, 1.0] so clients do not retry in lockstep.
+    /// Add a random 0–100 % to each delay so clients do not retry in lockstep (backon's jitter).
     pub jitter: bool,
 }
 
 impl Default for Backoff {
-    /// 3 retries after ~1 s, ~2 s, ~4 s.
+    /// 3 retries after 1–2 s, 2–4 s, 4–8 s.
     fn default() -> Self {
         Self { max_retries: 3, initial: Duration::from_secs(1), max: Duration::from_secs(16), jitter: true }
     }
@@ -160,11 +163,19 @@ impl Backoff {
         Self { max_retries: 0, ..Self::default() }
     }
 
-    /// The delay before retry number `retry` (0-based).
+    /// The delay before retry number `retry` (0-based): `initial`·2^retry capped at `max`, plus
+    /// jitter. Past `max_retries` the delay stays at the cap.
     pub fn delay(&self, retry: u32) -> Duration {
-        let factor = 2u32.saturating_pow(retry.min(20));
-        let base = self.initial.saturating_mul(factor).min(self.max);
-        if self.jitter { base.mul_f64(rand::random_range(0.5..=1.0)) } else { base }
+        let mut policy = ExponentialBuilder::new()
+            .with_min_delay(self.initial)
+            .with_max_delay(self.max)
+            .with_factor(2.0)
+            .without_max_times();
+        if self.jitter {
+            policy = policy.with_jitter();
+        }
+        // Doubling reaches any cap within 64 steps of a non-zero start; stop walking there.
+        policy.build().nth(retry.min(64) as usize).unwrap_or(self.max)
     }
 }
 
@@ -227,7 +238,7 @@ mod tests {
         let j = Backoff { jitter: true, ..b };
         for i in 0..5 {
             let d = j.delay(i);
-            assert!(d >= b.delay(i) / 2 && d <= b.delay(i), "{d:?}");
+            assert!(d >= b.delay(i) && d <= b.delay(i) * 2, "{d:?}");
         }
         assert_eq!(b.delay(u32::MAX), Duration::from_secs(5));
     }

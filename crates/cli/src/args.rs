@@ -92,6 +92,15 @@ pub struct InstallArgs {
     /// or `404` (upstream's; SDKs retry it for 20 s to over a minute).
     #[arg(long, default_value_t = 400, value_parser = not_found_status)]
     pub identity_not_found_status: u16,
+    /// The agent confirms every caller through the kernel instead of trusting its source address,
+    /// and serves hostNetwork pods their own identities (docs/security.md, "Verified callers").
+    /// Gives the agent the host's PID namespace and CAP_SYS_PTRACE.
+    #[arg(long)]
+    pub verified_callers: bool,
+    /// With --verified-callers: the cgroup v2 path of a node component that must reach IMDS
+    /// itself, e.g. /system.slice/kubelet.service (repeatable).
+    #[arg(long = "node-caller-exception-cgroup", requires = "verified_callers", value_parser = podid_core::cgroup::check_path)]
+    pub node_caller_exception_cgroups: Vec<String>,
     /// Apply the manifests server-side instead of printing them.
     #[arg(long)]
     pub apply: bool,
@@ -269,6 +278,10 @@ pub struct ExplainPod {
     /// The agent runs with `--release-terminating-pods`.
     #[arg(long)]
     pub release_terminating_pods: bool,
+    /// The agent runs with `--verified-callers` (`podid install --verified-callers`): each
+    /// caller is confirmed through the kernel, and hostNetwork pods get their own identities.
+    #[arg(long)]
+    pub verified_callers: bool,
     /// The agent's `--identity-not-found-status` (the status of "no identity" answers).
     #[arg(long, default_value_t = 400, value_parser = not_found_status)]
     pub identity_not_found_status: u16,

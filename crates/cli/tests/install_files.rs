@@ -118,6 +118,48 @@ fn install_offers_upstreams_404_for_identity_not_found_and_renders_400_as_the_ag
     assert!(!bad.status.success());
 }
 
+fn agent_pod(args: &[&str]) -> Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_podid"))
+        .arg("install")
+        .args(args)
+        .env("KUBECONFIG", "/nonexistent")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let objs = parse_yaml(&String::from_utf8(out.stdout).unwrap());
+    objs.iter().find(|o| o["kind"] == "DaemonSet").unwrap()["spec"]["template"]["spec"].clone()
+}
+
+#[test]
+fn verified_callers_add_host_pid_and_sys_ptrace_to_the_agent_and_nothing_without_it() {
+    let plain = agent_pod(&[]);
+    assert!(plain.get("hostPID").is_none(), "{plain}");
+    assert_eq!(
+        plain["containers"][0]["securityContext"]["capabilities"]["add"],
+        serde_json::json!(["NET_ADMIN"])
+    );
+    assert!(!plain["containers"][0]["args"].to_string().contains("verified"));
+
+    let verified =
+        agent_pod(&["--verified-callers", "--node-caller-exception-cgroup", "/system.slice/kubelet.service"]);
+    assert_eq!(verified["hostPID"], true);
+    assert_eq!(
+        verified["containers"][0]["securityContext"]["capabilities"]["add"],
+        serde_json::json!(["NET_ADMIN", "SYS_PTRACE"])
+    );
+    let args = verified["containers"][0]["args"].to_string();
+    assert!(args.contains("--verified-callers=true"), "{args}");
+    assert!(args.contains("--node-caller-exception-cgroup=/system.slice/kubelet.service"), "{args}");
+
+    for bad in [
+        &["--node-caller-exception-cgroup", "/x"][..],
+        &["--verified-callers", "--node-caller-exception-cgroup", "rel ative"],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_podid")).arg("install").args(bad).output().unwrap();
+        assert!(!out.status.success(), "{bad:?} was accepted");
+    }
+}
+
 /// Binary names from every crate's `[[bin]]` sections.
 fn workspace_bins() -> BTreeSet<String> {
     let mut bins = BTreeSet::new();

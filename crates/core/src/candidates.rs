@@ -35,6 +35,10 @@ pub struct Settings<'a> {
     /// `--release-terminating-pods`: a pod with a deletionTimestamp gets no more tokens (upstream's
     /// controller did so); by default it keeps its identities until its containers have stopped.
     pub release_terminating: bool,
+    /// `--verified-callers`: the agent confirms each caller through the kernel, so a hostNetwork
+    /// pod is told apart from the node and from other hostNetwork pods and served its own
+    /// identities; without it hostNetwork pods are refused (their address is the node's).
+    pub verified_callers: bool,
 }
 
 impl Settings<'static> {
@@ -45,6 +49,7 @@ impl Settings<'static> {
             force_namespaced: mode == Mode::Managed,
             mic_namespace: "default",
             release_terminating: false,
+            verified_callers: false,
         }
     }
 }

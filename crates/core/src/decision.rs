@@ -205,7 +205,7 @@ fn preflight<'a>(
         return Some(Outcome::Direct(reason));
     }
     let refuse = |r| Some(Outcome::Refuse(r));
-    if pod.host_network {
+    if pod.host_network && !s.verified_callers {
         trace.push(Step::HostNetwork);
         return refuse(host_network_refusal(pod.ip.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into())));
     }

@@ -19,6 +19,7 @@
 
 pub mod agent;
 pub mod candidates;
+pub mod cgroup;
 pub mod decision;
 pub mod diagnostics;
 pub mod diff;

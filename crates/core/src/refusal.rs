@@ -51,6 +51,12 @@ pub enum Reason {
     StillCreated,
     /// The agent lacks a setting the identity needs (e.g. a federated identity's tenant).
     AgentConfig,
+    /// Verified callers: the calling socket is not in the network namespace of the pod its
+    /// address names (a spoofed or reused address), or it could not be checked (fail closed).
+    UnverifiedCaller,
+    /// Verified callers: a process on the node's network that belongs to no pod and is not
+    /// excepted.
+    NodeProcess,
 }
 
 impl Reason {
@@ -72,6 +78,8 @@ impl Reason {
             Self::NotAssigned => "not_assigned",
             Self::StillCreated => "still_created",
             Self::AgentConfig => "agent_config",
+            Self::UnverifiedCaller => "unverified_caller",
+            Self::NodeProcess => "node_process",
         }
     }
 }

@@ -13,6 +13,13 @@
 //! printed as a Markdown table, as `BENCH-JSON {…}` lines (one per row, suite `token_path`, read
 //! by `podid-bench`) and written to `target/bench/token_path.json`. `PODID_BENCH_CONNS` (default
 //! `1,8,64`) sets the concurrency levels.
+//!
+//! Verified callers (`--verified-callers`, issue #18) are measured side by side: the same warm
+//! agent with a [`podid_nmi::verify::Verifier`] on the real `/proc`. The load generator runs in
+//! this process, on the node's network, so every connection is attributed the way a hostNetwork
+//! pod's is (its socket → this process → its cgroup): the bench moves itself into a cgroup v2
+//! directory named like a kubelet pod's (`/podid-bench-<pid>/pod<uid>`, removed at the end) and
+//! binds that UID to pod-0. Root only; without root the verified rows are left out, and said so.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -40,6 +47,8 @@ use podid_nmi::token::SystemClock;
 use podid_nmi::{AgentState, Config, Mode, Shared, app};
 
 const PODS: u8 = 100;
+/// The UID of pod-0, which the bench's cgroup names for verified callers.
+const BENCH_UID: &str = "0be4c400-0000-4000-8000-00000000be4c";
 const NODE: &str = "aks-nodepool1-12345678-vmss000000";
 
 fn pod_ip(i: u8) -> IpAddr {
@@ -57,6 +66,67 @@ struct Row {
 }
 
 /// Drives `concurrency` keep-alive connections at `url` for `secs`, each from its own pod address.
+/// Latency of `n` requests, each on a new connection (p50, p99 in µs): what a connection's first
+/// request costs.
+async fn first_requests(url: &str, n: usize) -> (u64, u64) {
+    let mut lat = Vec::with_capacity(n);
+    for _ in 0..n {
+        let mut http = HttpConnector::new();
+        http.set_local_address(Some(pod_ip(0)));
+        let client: Client<_, Body> =
+            Client::builder(TokioExecutor::new()).pool_max_idle_per_host(0).build(http);
+        let req = http::Request::get(url).header("Metadata", "true").body(Body::empty()).unwrap();
+        let t = Instant::now();
+        if let Ok(resp) = client.request(req).await {
+            let ok = resp.status().is_success();
+            let _ = resp.into_body().collect().await;
+            if ok {
+                lat.push(t.elapsed().as_micros() as u64);
+            }
+        }
+    }
+    lat.sort_unstable();
+    let pct = |p: f64| {
+        lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1))).copied().unwrap_or(0)
+    };
+    (pct(0.5), pct(0.99))
+}
+
+/// This process in a cgroup v2 directory named like pod `BENCH_UID`'s; `None` without root or
+/// a unified hierarchy. Dropping it moves the process back and removes the directory.
+struct PodCgroup {
+    dir: std::path::PathBuf,
+    back: std::path::PathBuf,
+}
+
+impl PodCgroup {
+    fn enter() -> Option<Self> {
+        let root = ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"]
+            .into_iter()
+            .map(std::path::PathBuf::from)
+            .find(|p| p.join("cgroup.procs").is_file() && p.join("cgroup.controllers").is_file())?;
+        let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+        let own = own.lines().find_map(|l| l.strip_prefix("0::"))?.trim_start_matches('/').to_owned();
+        let top = root.join(format!("podid-bench-{}", std::process::id()));
+        let dir = top.join(format!("pod{BENCH_UID}"));
+        std::fs::create_dir_all(&dir).ok()?;
+        let pid = std::process::id().to_string();
+        // Every thread of the process moves with cgroup.procs.
+        std::fs::write(dir.join("cgroup.procs"), &pid).ok()?;
+        Some(Self { dir, back: root.join(own) })
+    }
+}
+
+impl Drop for PodCgroup {
+    fn drop(&mut self) {
+        let _ = std::fs::write(self.back.join("cgroup.procs"), std::process::id().to_string());
+        let _ = std::fs::remove_dir(&self.dir);
+        if let Some(top) = self.dir.parent() {
+            let _ = std::fs::remove_dir(top);
+        }
+    }
+}
+
 async fn load(target: &'static str, url: &str, concurrency: usize, secs: f64) -> Row {
     let deadline = Instant::now() + Duration::from_secs_f64(secs);
     let mut tasks = Vec::new();
@@ -116,6 +186,10 @@ fn identity() -> AzureIdentity {
 }
 
 fn agent_state(imds_url: &str, cache_min_remaining: u64) -> AgentState {
+    agent_state_with(imds_url, cache_min_remaining, false)
+}
+
+fn agent_state_with(imds_url: &str, cache_min_remaining: u64, verified: bool) -> AgentState {
     let imds = podid_azure::ImdsClient::new(podid_azure::ImdsOptions::at(imds_url.parse().unwrap())).unwrap();
     let http = podid_azure::build_client(&podid_azure::HttpOptions::default()).unwrap();
     let mut registry = prometheus_client::registry::Registry::default();
@@ -123,6 +197,10 @@ fn agent_state(imds_url: &str, cache_min_remaining: u64) -> AgentState {
     let provider = Arc::new(AzureProvider { imds, http, kube: None, metrics: metrics.clone() });
     let mut config = Config::new(NODE, Mode::Standard);
     config.mic_namespace = "kube-system".into();
+    if verified {
+        let metadata: SocketAddr = "169.254.169.254:80".parse().unwrap();
+        config.verified_callers = Some(Arc::new(podid_nmi::verify::Verifier::new("/proc", metadata)));
+    }
     AgentState {
         shared: Arc::new(Shared::default()),
         cache: TokenCache::bounded(
@@ -175,12 +253,30 @@ fn bind_pods(state: &AgentState) {
         for p in pods {
             idx.put_pod(p);
         }
+        // pod-0 with a UID, as the API gives it: what verified callers attribute connections to.
+        let pod0: podid_api::Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"namespace": "app", "name": "pod-0", "uid": BENCH_UID, "labels": {"aadpodidbinding": "demo"}},
+            "spec": {"nodeName": NODE, "containers": []},
+            "status": {"phase": "Running", "podIP": pod_ip(0).to_string()}
+        }))
+        .unwrap();
+        idx.apply_pod(&pod0);
         for a in d.assignments.values() {
             let mut o = a.to_object(false);
             o.status.as_mut().unwrap().status = "Assigned".into();
             idx.apply_assigned(o);
         }
     });
+}
+
+/// The agent's router on axum's own listener, without the bounded one (no timeouts, no
+/// per-source accounting): what the bounds cost, measured against it in the same run.
+async fn serve_agent_unbounded(state: AgentState) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr: SocketAddr = listener.local_addr().unwrap();
+    let service = app(state).into_make_service_with_connect_info::<SocketAddr>();
+    tokio::spawn(async move { axum::serve(listener, service).await });
+    format!("http://{addr}")
 }
 
 async fn serve_agent(state: AgentState) -> String {
@@ -214,10 +310,16 @@ async fn main() {
         .split(',')
         .filter_map(|s| s.trim().parse().ok())
         .collect();
+    let unbounded = agent_state(&imds, 300);
+    bind_pods(&unbounded);
+    let unbounded_url =
+        format!("{}/metadata/identity/oauth2/token?{query}", serve_agent_unbounded(unbounded).await);
+    let _ = load("warm-up", &unbounded_url, 1, 0.2).await;
     let mut rows = Vec::new();
     for &c in &levels {
         rows.push(load("emulator IMDS", &imds_token, c, secs).await);
         rows.push(load("agent, warm cache", &agent_token, c, secs).await);
+        rows.push(load("agent, warm cache, unbounded listener", &unbounded_url, c, secs).await);
     }
     // Cold cache: min_remaining above the token lifetime makes every request a miss, so each one
     // pays the agent's work plus a full upstream IMDS call.
@@ -226,6 +328,26 @@ async fn main() {
     let cold_url = format!("{}/metadata/identity/oauth2/token?{query}", serve_agent(cold).await);
     for &c in &levels {
         rows.push(load("agent, cold cache", &cold_url, c, secs).await);
+    }
+
+    // Verified callers: the same warm agent, each connection checked against the kernel once.
+    let mut first = Vec::new();
+    match PodCgroup::enter() {
+        Some(cgroup) => {
+            let verified = agent_state_with(&imds, 300, true);
+            bind_pods(&verified);
+            let verified_url =
+                format!("{}/metadata/identity/oauth2/token?{query}", serve_agent(verified).await);
+            let _ = load("warm-up", &verified_url, 1, 0.2).await;
+            for &c in &levels {
+                rows.push(load("agent, warm cache, verified callers", &verified_url, c, secs).await);
+                rows.push(load("agent, warm cache", &agent_token, c, secs).await);
+            }
+            first.push(("off", first_requests(&agent_token, 300).await));
+            first.push(("on", first_requests(&verified_url, 300).await));
+            drop(cgroup);
+        }
+        None => println!("verified callers: not measured (needs root and a cgroup v2 hierarchy)\n"),
     }
 
     println!("| target | conns | requests | errors | req/s | p50 µs | p99 µs |");
@@ -246,6 +368,36 @@ async fn main() {
                 a.p99_us as f64 / i.p99_us.max(1) as f64
             );
         }
+    }
+    for &c in &levels {
+        let find = |t: &str| rows.iter().find(|r| r.target == t && r.concurrency == c);
+        if let (Some(b), Some(u)) = (find("agent, warm cache"), find("agent, warm cache, unbounded listener"))
+        {
+            println!(
+                "conns {c}: bounded/unbounded listener throughput ratio {:.2}, p99 ratio {:.2}",
+                b.rps / u.rps,
+                b.p99_us as f64 / u.p99_us.max(1) as f64
+            );
+        }
+    }
+    for &c in &levels {
+        let all = |t: &'static str| rows.iter().filter(move |r| r.target == t && r.concurrency == c);
+        if let (Some(v), Some(a)) =
+            (all("agent, warm cache, verified callers").next(), all("agent, warm cache").next_back())
+        {
+            println!(
+                "conns {c}: verified/unverified throughput ratio {:.2}, p99 ratio {:.2}",
+                v.rps / a.rps,
+                v.p99_us as f64 / a.p99_us.max(1) as f64
+            );
+        }
+    }
+    for (verified, (p50, p99)) in &first {
+        println!("a new connection's first request, verified callers {verified}: p50 {p50} µs, p99 {p99} µs");
+        println!(
+            "BENCH-JSON {}",
+            serde_json::json!({"suite": "token_path", "name": format!("first request on a new connection, verified callers {verified}"), "p50_us": p50, "p99_us": p99})
+        );
     }
     let json: Vec<serde_json::Value> = rows
         .iter()

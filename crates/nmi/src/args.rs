@@ -108,6 +108,21 @@ pub struct Args {
     /// CSI driver). Only connections from 127.0.0.1 whose socket belongs to uid 0 are served.
     #[arg(long = "host-token", env = "PODID_HOST_TOKEN", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub host_token: bool,
+    /// Confirm every caller through the kernel instead of trusting its source address: a pod's
+    /// connection must come from that pod's own network namespace, and calls from the node's own
+    /// network (hostNetwork pods, node processes) are redirected to the agent too and attributed
+    /// by the calling process's cgroup. Fails closed. Needs the host's PID namespace and
+    /// CAP_SYS_PTRACE (`podid install --verified-callers`); docs/security.md.
+    #[arg(long = "verified-callers", env = "PODID_VERIFIED_CALLERS", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub verified_callers: bool,
+    /// The host's `/proc` (the agent runs in the host's PID namespace with --verified-callers).
+    #[arg(long = "proc-root", env = "PODID_PROC_ROOT", default_value = "/proc")]
+    pub proc_root: PathBuf,
+    /// With --verified-callers: cgroup v2 paths (as in `/proc/<pid>/cgroup`'s `0::` line) of node
+    /// components whose calls to the metadata address go straight to IMDS, e.g.
+    /// `/system.slice/kubelet.service`. Comma-separated or repeated.
+    #[arg(long = "node-caller-exception-cgroup", env = "PODID_NODE_CALLER_EXCEPTION_CGROUPS", value_delimiter = ',', value_parser = podid_core::cgroup::check_path)]
+    pub node_caller_exception_cgroups: Vec<String>,
     /// Seconds a connection has to send a complete request head, counted from the connection or
     /// from the head's first byte.
     #[arg(long = "header-timeout-sec", env = "PODID_HEADER_TIMEOUT_SEC", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]

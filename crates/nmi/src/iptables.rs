@@ -20,6 +20,9 @@ use std::process::Command;
 
 /// Name of the nat chain.
 pub const CHAIN: &str = "aad-metadata";
+/// Name of the nat chain for the node's own network (`--verified-callers`), jumped to from the
+/// first rule of `OUTPUT`.
+pub const NODE_CHAIN: &str = "podid-node-callers";
 
 /// Something that can put interception in place and take it away.
 pub trait Interception: Send + Sync + 'static {
@@ -47,12 +50,54 @@ pub struct Rules {
     /// node's own addresses.
     pub agent_ip: Ipv4Addr,
     pub agent_port: u16,
+    /// `--verified-callers`: also redirect the node network's own calls (`OUTPUT`), except
+    /// those of these cgroups.
+    pub node_callers: Option<NodeCallers>,
+}
+
+/// Whose calls from the node's own network go straight to IMDS; every other process's are
+/// DNATed to the agent, which serves a hostNetwork pod its own identities and refuses the rest.
+/// Matched by cgroup (v2) path, which no pod can choose (a hostNetwork pod can pick its uid and
+/// groups, and one with `NET_ADMIN` could rewrite the rules anyway).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeCallers {
+    /// The agent's own cgroup: its calls to IMDS must not come back to it.
+    pub own_cgroup: String,
+    /// `--node-caller-exception-cgroup`: node components that must reach IMDS themselves.
+    pub exceptions: Vec<String>,
 }
 
 impl Rules {
     /// Upstream's rules: intercepted traffic to 127.0.0.1.
     pub fn upstream(metadata_ip: Ipv4Addr, metadata_port: u16, agent_port: u16) -> Self {
-        Self { metadata_ip, metadata_port, agent_ip: Ipv4Addr::LOCALHOST, agent_port }
+        Self { metadata_ip, metadata_port, agent_ip: Ipv4Addr::LOCALHOST, agent_port, node_callers: None }
+    }
+
+    /// `-d <metadata>/32 -p tcp -m tcp --dport <port>`, as `iptables -S` prints it.
+    fn to_metadata(&self) -> String {
+        format!("-d {}/32 -p tcp -m tcp --dport {}", self.metadata_ip, self.metadata_port)
+    }
+
+    /// The node chain exactly as `iptables -t nat -S podid-node-callers` lists it, when node
+    /// callers are redirected.
+    pub fn expected_node(&self) -> Option<Vec<String>> {
+        let node = self.node_callers.as_ref()?;
+        let mut lines = vec![format!("-N {NODE_CHAIN}")];
+        for cgroup in std::iter::once(&node.own_cgroup).chain(&node.exceptions) {
+            // `iptables -S` quotes the path.
+            lines.push(format!(
+                "-A {NODE_CHAIN} {} -m cgroup --path \"{cgroup}\" -j RETURN",
+                self.to_metadata()
+            ));
+        }
+        lines.push(format!(
+            "-A {NODE_CHAIN} {} -j DNAT --to-destination {}:{}",
+            self.to_metadata(),
+            self.agent_ip,
+            self.agent_port
+        ));
+        lines.push(format!("-A {NODE_CHAIN} -j RETURN"));
+        Some(lines)
     }
 
     /// The chain exactly as `iptables -t nat -S aad-metadata` lists it.
@@ -124,74 +169,60 @@ impl Iptables {
         }
     }
 
-    fn chain_lines(&self) -> Option<Vec<String>> {
-        self.run(&["-t", "nat", "-S", CHAIN]).ok().map(|s| s.lines().map(str::to_string).collect())
+    fn chain_lines(&self, chain: &str) -> Option<Vec<String>> {
+        self.run(&["-t", "nat", "-S", chain]).ok().map(|s| s.lines().map(str::to_string).collect())
     }
-}
 
-impl Interception for Iptables {
-    fn ensure(&self) -> Result<bool, IptablesError> {
-        let expected = self.rules.expected();
+    /// Makes `chain` list exactly `expected` (`-S` form; the first line is `-N chain`) and the
+    /// first rule of `hook` jump to it.
+    fn ensure_chain(&self, chain: &str, hook: &str, expected: &[String]) -> Result<bool, IptablesError> {
         let mut changed = false;
-        match self.chain_lines() {
+        match self.chain_lines(chain) {
             Some(lines) if lines == expected => {}
-            Some(_) => {
-                tracing::info!("flushing iptables to add aad-metadata custom chains");
-                self.run(&["-t", "nat", "-F", CHAIN])?;
-                self.append_rules()?;
-                changed = true;
-            }
-            None => {
-                self.run(&["-t", "nat", "-N", CHAIN])?;
-                self.append_rules()?;
+            found => {
+                if found.is_some() {
+                    tracing::info!(chain, "flushing iptables to add aad-metadata custom chains");
+                    self.run(&["-t", "nat", "-F", chain])?;
+                } else {
+                    self.run(&["-t", "nat", "-N", chain])?;
+                }
+                for line in &expected[1..] {
+                    let args: Vec<&str> = line.split_whitespace().map(|a| a.trim_matches('"')).collect();
+                    self.run(&[&["-t", "nat"], &args[..]].concat())?;
+                }
                 changed = true;
             }
         }
-        if self.run(&["-t", "nat", "-C", "PREROUTING", "-j", CHAIN]).is_err() {
-            self.run(&["-t", "nat", "-I", "PREROUTING", "1", "-j", CHAIN])?;
+        if self.run(&["-t", "nat", "-C", hook, "-j", chain]).is_err() {
+            self.run(&["-t", "nat", "-I", hook, "1", "-j", chain])?;
             changed = true;
         }
         Ok(changed)
     }
 
-    fn remove(&self) -> Result<(), IptablesError> {
-        while self.run(&["-t", "nat", "-D", "PREROUTING", "-j", CHAIN]).is_ok() {}
-        if self.chain_lines().is_some() {
-            self.run(&["-t", "nat", "-F", CHAIN])?;
-            self.run(&["-t", "nat", "-X", CHAIN])?;
+    fn remove_chain(&self, chain: &str, hook: &str) -> Result<(), IptablesError> {
+        while self.run(&["-t", "nat", "-D", hook, "-j", chain]).is_ok() {}
+        if self.chain_lines(chain).is_some() {
+            self.run(&["-t", "nat", "-F", chain])?;
+            self.run(&["-t", "nat", "-X", chain])?;
         }
         Ok(())
     }
 }
 
-impl Iptables {
-    fn append_rules(&self) -> Result<(), IptablesError> {
-        let dst = format!("{}/32", self.rules.metadata_ip);
-        let dport = self.rules.metadata_port.to_string();
-        let to = format!("{}:{}", self.rules.agent_ip, self.rules.agent_port);
-        self.run(&[
-            "-t",
-            "nat",
-            "-A",
-            CHAIN,
-            "!",
-            "-s",
-            "127.0.0.1/32",
-            "-d",
-            &dst,
-            "-p",
-            "tcp",
-            "-m",
-            "tcp",
-            "--dport",
-            &dport,
-            "-j",
-            "DNAT",
-            "--to-destination",
-            &to,
-        ])?;
-        self.run(&["-t", "nat", "-A", CHAIN, "-j", "RETURN"])?;
-        Ok(())
+impl Interception for Iptables {
+    fn ensure(&self) -> Result<bool, IptablesError> {
+        let mut changed = self.ensure_chain(CHAIN, "PREROUTING", &self.rules.expected())?;
+        match self.rules.expected_node() {
+            Some(node) => changed |= self.ensure_chain(NODE_CHAIN, "OUTPUT", &node)?,
+            None => self.remove_chain(NODE_CHAIN, "OUTPUT")?,
+        }
+        Ok(changed)
+    }
+
+    fn remove(&self) -> Result<(), IptablesError> {
+        self.remove_chain(CHAIN, "PREROUTING")?;
+        self.remove_chain(NODE_CHAIN, "OUTPUT")
     }
 }
 
@@ -276,6 +307,34 @@ mod tests {
             rules.expected()[1],
             "-A aad-metadata ! -s 127.0.0.1/32 -d 169.254.169.254/32 -p tcp -m tcp --dport 80 -j DNAT --to-destination 10.224.0.4:2579"
         );
+    }
+
+    #[test]
+    fn node_callers_are_redirected_but_the_agent_and_exceptions_return_first() {
+        let rules = Rules {
+            agent_ip: Ipv4Addr::new(10, 224, 0, 4),
+            node_callers: Some(NodeCallers {
+                own_cgroup: "/kubepods/besteffort/podabc/nmi".into(),
+                exceptions: vec!["/system.slice/kubelet.service".into()],
+            }),
+            ..Rules::upstream(Ipv4Addr::new(169, 254, 169, 254), 80, 2579)
+        };
+        let m = "-d 169.254.169.254/32 -p tcp -m tcp --dport 80";
+        assert_eq!(
+            rules.expected_node().unwrap(),
+            [
+                "-N podid-node-callers".to_string(),
+                format!(
+                    "-A podid-node-callers {m} -m cgroup --path \"/kubepods/besteffort/podabc/nmi\" -j RETURN"
+                ),
+                format!(
+                    "-A podid-node-callers {m} -m cgroup --path \"/system.slice/kubelet.service\" -j RETURN"
+                ),
+                format!("-A podid-node-callers {m} -j DNAT --to-destination 10.224.0.4:2579"),
+                "-A podid-node-callers -j RETURN".to_string(),
+            ]
+        );
+        assert_eq!(Rules { node_callers: None, ..rules }.expected_node(), None);
     }
 
     #[test]

@@ -24,6 +24,7 @@ pub mod provider;
 pub mod runtime;
 pub mod state;
 pub mod token;
+pub mod verify;
 pub mod watch;
 
 pub use http::app;

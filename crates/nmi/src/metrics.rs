@@ -156,6 +156,7 @@ pub struct Metrics {
     closed: Family<ReasonLabels, Counter>,
     /// Requests answered 429 by the per-source rate limit.
     pub throttled: Counter,
+    verifications: Family<ReasonLabels, Counter>,
 }
 
 impl Metrics {
@@ -176,6 +177,7 @@ impl Metrics {
             refused: Family::default(),
             closed: Family::default(),
             throttled: Counter::default(),
+            verifications: Family::default(),
         };
         let aad = registry.sub_registry_with_prefix("aadpodidentity");
         aad.register(
@@ -225,7 +227,18 @@ impl Metrics {
             m.throttled.clone(),
         );
         podid.register("refusals", "Refused token requests by reason", m.refusals.clone());
+        podid.register(
+            "caller_verifications",
+            "Connections checked against the kernel (--verified-callers), by outcome: pod_network, \
+             node_network_pod, node_process, not_in_pod, no_process or error",
+            m.verifications.clone(),
+        );
         m
+    }
+
+    /// Counts one connection checked against the kernel (`outcome`: a fixed word).
+    pub fn verification(&self, outcome: &'static str) {
+        self.verifications.get_or_create(&ReasonLabels { reason: outcome }).inc();
     }
 
     /// Records one token request (the audit record's metric side).

@@ -67,6 +67,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         iptables: manage_iptables,
         cleanup_iptables_on_exit,
         host_token,
+        verified_callers,
+        proc_root,
+        node_caller_exception_cgroups,
         header_timeout_sec,
         idle_timeout_sec,
         max_connections_per_source,
@@ -141,6 +144,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         host_token,
         not_found_as_bad_request: identity_not_found_status == 400,
         release_terminating: release_terminating_pods,
+        verified_callers: verified_callers.then(|| {
+            Arc::new(crate::verify::Verifier::new(&proc_root, SocketAddr::from((metadata_ip, metadata_port))))
+        }),
     };
     let cache_limits = CacheLimits {
         max_entries: usize::try_from(token_cache_entries).unwrap_or(usize::MAX),
@@ -194,7 +200,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         if manage_iptables { dnat_target(dnat_address, metadata_ip)? } else { Ipv4Addr::LOCALHOST };
     let intercepted = (!agent_ip.is_loopback()).then_some(IpAddr::V4(agent_ip));
     let listeners = bind_listeners(listen_address, intercepted, port).await?;
-    let rules = Rules { metadata_ip, metadata_port, agent_ip, agent_port: port };
+    let node_callers = if verified_callers && manage_iptables {
+        let own_cgroup = crate::verify::own_cgroup(&proc_root).context("--verified-callers")?;
+        info!(%own_cgroup, exceptions = ?node_caller_exception_cgroups, "Verified callers: the node's own calls to IMDS come to the agent too");
+        Some(iptables::NodeCallers { own_cgroup, exceptions: node_caller_exception_cgroups })
+    } else {
+        None
+    };
+    let rules = Rules { metadata_ip, metadata_port, agent_ip, agent_port: port, node_callers };
     let ipt = Arc::new(Iptables { binary: "iptables".into(), rules: rules.clone() });
     if manage_iptables {
         ipt.ensure().context("cannot install the iptables interception rules")?;

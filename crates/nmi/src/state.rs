@@ -39,6 +39,9 @@ pub struct Config {
     /// `--release-terminating-pods`: no tokens for a pod once it is deleted (by default it keeps
     /// its identities until its containers have stopped).
     pub release_terminating: bool,
+    /// `--verified-callers`: the kernel confirms which pod each connection comes from (see
+    /// [`crate::verify`]); `None`: the source address alone names the pod, as upstream.
+    pub verified_callers: Option<std::sync::Arc<crate::verify::Verifier>>,
 }
 
 impl Config {
@@ -60,6 +63,7 @@ impl Config {
             host_token: false,
             not_found_as_bad_request: true,
             release_terminating: false,
+            verified_callers: None,
         }
     }
 
@@ -70,6 +74,7 @@ impl Config {
             force_namespaced: self.force_namespaced,
             mic_namespace: &self.mic_namespace,
             release_terminating: self.release_terminating,
+            verified_callers: self.verified_callers.is_some(),
         }
     }
 }

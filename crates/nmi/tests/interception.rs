@@ -14,7 +14,7 @@ mod support;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use podid_nmi::iptables::{CHAIN, Interception, Iptables, Rules};
+use podid_nmi::iptables::{CHAIN, Interception, Iptables, NODE_CHAIN, NodeCallers, Rules};
 use support::netns::{Netns, fetch, fetch_until, link, root_or_explicit_skip, serve};
 
 const IMDS: &str = "http://169.254.169.254/metadata/instance";
@@ -219,4 +219,83 @@ fn agent_dnats_to_the_node_address_and_keeps_interception_when_it_stops_so_pods_
     std::thread::sleep(Duration::from_millis(200));
     assert!(chain(&t.node).is_empty(), "--cleanup-iptables-on-exit removes the rules");
     assert_eq!(fetch(&t.pod, IMDS), Ok("real-imds".into()));
+}
+
+/// A cgroup v2 directory for one test (removed on drop).
+struct Cgroup {
+    dir: std::path::PathBuf,
+    /// The path iptables and `/proc/<pid>/cgroup` name it by.
+    path: String,
+}
+
+impl Cgroup {
+    fn create(name: &str) -> Self {
+        let root = ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"]
+            .into_iter()
+            .map(std::path::PathBuf::from)
+            .find(|p| p.join("cgroup.controllers").is_file())
+            .expect("a cgroup v2 hierarchy (unified) is mounted");
+        let path = format!("/podid-it-{}-{name}", support::netns::unique());
+        let dir = root.join(path.trim_start_matches('/'));
+        std::fs::create_dir(&dir).unwrap();
+        Self { dir, path }
+    }
+
+    /// `fetch` from `ns`, by a process in this cgroup.
+    fn fetch(&self, ns: &Netns, url: &str) -> String {
+        let procs = self.dir.join("cgroup.procs");
+        let script = format!(
+            "echo $$ > {} && exec ip netns exec {} python3 -c \"import urllib.request as u; print(u.urlopen(u.Request('{url}', headers={{'Metadata': 'true'}}), timeout=3).read().decode(), end='')\"",
+            procs.display(),
+            ns.name
+        );
+        let out = std::process::Command::new("sh").args(["-c", &script]).output().unwrap();
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    }
+}
+
+impl Drop for Cgroup {
+    fn drop(&mut self) {
+        // The fetches have exited; an empty cgroup can be removed.
+        for _ in 0..50 {
+            if std::fs::remove_dir(&self.dir).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+#[test]
+fn with_verified_callers_the_nodes_own_calls_come_to_the_agent_except_its_own_and_the_excepted() {
+    let name = "with_verified_callers_the_nodes_own_calls_come_to_the_agent_except_its_own_and_the_excepted";
+    if !root_or_explicit_skip(name) {
+        return;
+    }
+    let t = topology();
+    let (agent_cg, kubelet_cg) = (Cgroup::create("agent"), Cgroup::create("kubelet"));
+    serve(&t.node, t.dir.path(), &NODE_IP.to_string(), 2579, "agent");
+    let rules = Rules {
+        node_callers: Some(NodeCallers {
+            own_cgroup: agent_cg.path.clone(),
+            exceptions: vec![kubelet_cg.path.clone()],
+        }),
+        ..node_rules()
+    };
+    let ipt = Iptables { binary: t.node.iptables_wrapper(t.dir.path()), rules: rules.clone() };
+    assert!(ipt.ensure().unwrap());
+    assert!(!ipt.ensure().unwrap(), "idempotent, cgroup paths included");
+    let listed = String::from_utf8(t.node.ok(&["iptables", "-t", "nat", "-S", NODE_CHAIN]).stdout).unwrap();
+    assert_eq!(listed.lines().collect::<Vec<_>>(), rules.expected_node().unwrap(), "{listed}");
+    let output = String::from_utf8(t.node.ok(&["iptables", "-t", "nat", "-S", "OUTPUT"]).stdout).unwrap();
+    assert_eq!(output.lines().nth(1), Some("-A OUTPUT -j podid-node-callers"), "{output}");
+
+    let other = Cgroup::create("node-process");
+    assert_eq!(other.fetch(&t.node, IMDS), "agent", "a node process is sent to the agent");
+    assert_eq!(agent_cg.fetch(&t.node, IMDS), "real-imds", "the agent's own calls reach IMDS");
+    assert_eq!(kubelet_cg.fetch(&t.node, IMDS), "real-imds", "an excepted component reaches IMDS");
+    assert_eq!(fetch_until(&t.pod, IMDS, "agent"), Ok("agent".into()), "pods are still intercepted");
+
+    ipt.remove().unwrap();
+    assert_eq!(other.fetch(&t.node, IMDS), "real-imds");
 }

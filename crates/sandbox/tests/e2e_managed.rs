@@ -44,3 +44,35 @@ async fn a_pod_without_a_binding_is_refused_and_the_sdk_shows_why() {
     let _guard = shared().await;
     support::unbound_pod_is_refused_with_the_reason(world()).await;
 }
+
+/// The recorded contrast to e2e_verified.rs: by source address alone (upstream's way, and
+/// podid's without --verified-callers), a pod that takes another pod's address gets its token.
+#[tokio::test]
+async fn without_verified_callers_a_pod_that_takes_another_pods_address_gets_its_token() {
+    let world = world();
+    let _guard = shared().await;
+    let ns = support::namespace(world, "spoof").await;
+    support::add_identity(world, MODE, &ns, "app", azure::FIRST_IDENTITY, "app");
+    support::assign_out_of_band(world, MODE).await;
+    let node = support::nodes(world)[0].clone();
+    let victim_ip = support::victim(world, &ns, &node).await;
+    let got = support::spoof(world, &ns, &node, &victim_ip).await;
+    assert!(got.contains("200 OK") && got.contains("access_token"), "the contrast no longer holds: {got}");
+}
+
+/// The contrast for the node's network: without --verified-callers a hostNetwork pod's calls are
+/// not intercepted and reach IMDS itself, with every identity of the node.
+#[tokio::test]
+async fn without_verified_callers_a_host_network_pod_reaches_imds_with_the_nodes_identities() {
+    let world = world();
+    let _guard = shared().await;
+    let ns = support::namespace(world, "hostnet").await;
+    support::assign_out_of_band(world, MODE).await;
+    let node = support::nodes(world)[1].clone();
+    let pod = PodSpec::new("hostnet", "busybox", "nobody-binds-this")
+        .on(&node)
+        .host_network()
+        .shell(&support::raw_token_request(APP_CLIENT));
+    let (_, logs) = support::run_pod(world, &ns, &pod.build(world), Duration::from_secs(120)).await;
+    assert!(logs.contains("200 OK") && logs.contains("access_token"), "the contrast no longer holds: {logs}");
+}

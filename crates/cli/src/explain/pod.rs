@@ -58,6 +58,7 @@ pub(crate) fn settings(args: &ExplainPod) -> Settings<'_> {
         force_namespaced: args.force_namespaced || args.mode == Mode::Managed,
         mic_namespace: &args.mic_namespace,
         release_terminating: args.release_terminating_pods,
+        verified_callers: args.verified_callers,
     }
 }
 
@@ -90,6 +91,7 @@ pub(crate) fn explain(w: &World, args: &ExplainPod, d: &Decision<'_>, chain: Opt
     let mut r = Report::new(format!("pod {} ({} mode)", w.pod.key, args.mode));
     r.step("pod", pod_lines(&w.pod, d));
     r.step("request", vec![request_line(&request(args))]);
+    r.step("caller", vec![caller_line(&w.pod, args.verified_callers)]);
     for step in &d.trace {
         match step {
             Step::Label(selector) => r.step("label aadpodidbinding", vec![label_line(*selector)]),
@@ -115,6 +117,28 @@ pub(crate) fn explain(w: &World, args: &ExplainPod, d: &Decision<'_>, chain: Opt
     let outcome = unattributed.map_or_else(|| d.outcome.clone(), Outcome::Refuse);
     r.verdict = verdict(w, args, &outcome, &target, missing, &mut r.identity);
     r
+}
+
+/// How the agent knows a call is this pod's.
+fn caller_line(pod: &PodView, verified: bool) -> String {
+    let ip = pod.ip.map_or_else(|| "its address (none yet)".to_owned(), |ip| ip.to_string());
+    match (verified, pod.host_network) {
+        (false, false) => format!(
+            "by source address {ip} only: a pod that takes this address (NET_RAW, ARP spoofing) would be taken for it; \
+             the agent's --verified-callers has the kernel confirm each connection"
+        ),
+        (false, true) => "hostNetwork: it shares the node's address, so the agent cannot attribute its calls and \
+                          refuses them (--verified-callers attributes them by the calling process's cgroup)"
+            .into(),
+        (true, false) => format!(
+            "verified: a connection from {ip} counts as this pod's only if the kernel lists the calling socket in the \
+             pod's own network namespace (/proc/<pid>/net/tcp of a process whose cgroup names the pod's UID), \
+             checked once per connection"
+        ),
+        (true, true) => "verified on the node's network: the agent redirects the node's own calls to IMDS too and \
+                         finds the calling process (/proc/<pid>/fd) and its cgroup, which names this pod's UID"
+            .into(),
+    }
 }
 
 fn verdict(
@@ -229,9 +253,9 @@ fn pod_lines(pod: &PodView, d: &Decision<'_>) -> Vec<String> {
                 "terminating, and the agent runs with --release-terminating-pods: it holds no identities any more".into()
             }
             Step::Finished => "finished or unknown phase: it holds no identities".into(),
-            Step::HostNetwork => {
-                "hostNetwork: the agent cannot tell its requests apart and refuses them unless excepted".into()
-            }
+            Step::HostNetwork => "hostNetwork: without --verified-callers the agent cannot tell its requests apart \
+                                  and refuses them unless excepted"
+                .into(),
             Step::ObjectId => "the request selects by object_id, which pod identity refuses".into(),
             _ => continue,
         });

@@ -273,3 +273,28 @@ proptest! {
         }
     }
 }
+
+fn caller_step(host_network: bool, verified: bool) -> Vec<String> {
+    use proptest::strategy::ValueTree;
+    let mut c =
+        arb_case().new_tree(&mut proptest::test_runner::TestRunner::deterministic()).unwrap().current();
+    c.pod.host_network = host_network;
+    let mut a = args(&c);
+    a.verified_callers = verified;
+    let world = World { pod: c.pod.clone(), objects: c.objects.clone(), node: None };
+    let d = decide(&world.pod, &request(&a), &world.objects, &settings(&a));
+    let report = explain(&world, &a, &d, None);
+    report.steps.into_iter().find(|s| s.title == "caller").map(|s| s.lines).unwrap_or_default()
+}
+
+#[test]
+fn explain_says_how_the_pods_calls_are_attributed() {
+    assert!(
+        caller_step(false, false)[0].starts_with("by source address 10."),
+        "{:?}",
+        caller_step(false, false)
+    );
+    assert!(caller_step(false, true)[0].contains("in the pod's own network namespace"));
+    assert!(caller_step(true, false)[0].contains("refuses them"));
+    assert!(caller_step(true, true)[0].contains("its cgroup, which names this pod's UID"));
+}

@@ -73,6 +73,12 @@ pub struct InstallOptions {
     pub trusted_ca_pem: Option<String>,
     /// The agent's `--identity-not-found-status` (400, the agent's default, is not rendered).
     pub identity_not_found_status: u16,
+    /// The agent confirms callers through the kernel (`--verified-callers`): renders the host's
+    /// PID namespace and `SYS_PTRACE` for the agent, nothing of it otherwise.
+    pub verified_callers: bool,
+    /// cgroup v2 paths of node components whose own calls reach IMDS directly (with
+    /// `verified_callers`; the agent's `--node-caller-exception-cgroup`).
+    pub node_caller_exception_cgroups: Vec<String>,
 }
 
 impl Default for InstallOptions {
@@ -90,6 +96,8 @@ impl Default for InstallOptions {
             imds_endpoint: None,
             trusted_ca_pem: None,
             identity_not_found_status: 400,
+            verified_callers: false,
+            node_caller_exception_cgroups: Vec::new(),
         }
     }
 }
@@ -194,6 +202,8 @@ pub async fn run(
             None => None,
         },
         identity_not_found_status: args.identity_not_found_status,
+        verified_callers: args.verified_callers,
+        node_caller_exception_cgroups: args.node_caller_exception_cgroups.clone(),
     };
     let objects = render(&opts)?;
     match client {

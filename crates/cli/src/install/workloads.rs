@@ -242,6 +242,12 @@ fn agent_args(opts: &InstallOptions) -> Vec<String> {
         }
         None => {}
     }
+    if opts.verified_callers {
+        args.push("--verified-callers=true".into());
+        args.extend(
+            opts.node_caller_exception_cgroups.iter().map(|c| format!("--node-caller-exception-cgroup={c}")),
+        );
+    }
     args.extend(trust::agent_args(opts));
     args
 }
@@ -276,6 +282,14 @@ fn agent_volumes(opts: &InstallOptions) -> (Vec<Volume>, Vec<VolumeMount>) {
     (volumes, mounts)
 }
 
+fn agent_capabilities(opts: &InstallOptions) -> Vec<String> {
+    let mut caps = vec!["NET_ADMIN".to_owned()];
+    if opts.verified_callers {
+        caps.push("SYS_PTRACE".into());
+    }
+    caps
+}
+
 fn agent(opts: &InstallOptions) -> DaemonSet {
     let (volumes, mounts) = agent_volumes(opts);
     let container = Container {
@@ -287,7 +301,8 @@ fn agent(opts: &InstallOptions) -> DaemonSet {
         readiness_probe: Some(probe("/readyz", NMI_PROBE_PORT)),
         liveness_probe: Some(probe("/healthz", NMI_PROBE_PORT)),
         resources: Some(resources(("100m", "200m"), ("256Mi", "512Mi"))),
-        // Root for iptables (nft backend: NET_ADMIN suffices); nothing else.
+        // Root for iptables (nft backend: NET_ADMIN suffices); with verified callers SYS_PTRACE
+        // too, to read other processes' /proc/<pid>/{fd,net} (docs/security.md).
         security_context: Some(SecurityContext {
             run_as_user: Some(0),
             privileged: Some(false),
@@ -295,7 +310,7 @@ fn agent(opts: &InstallOptions) -> DaemonSet {
             read_only_root_filesystem: Some(true),
             capabilities: Some(Capabilities {
                 drop: Some(vec!["ALL".into()]),
-                add: Some(vec!["NET_ADMIN".into()]),
+                add: Some(agent_capabilities(opts)),
             }),
             ..Default::default()
         }),
@@ -305,6 +320,8 @@ fn agent(opts: &InstallOptions) -> DaemonSet {
     let spec = PodSpec {
         service_account_name: Some(NMI_SERVICE_ACCOUNT.into()),
         host_network: Some(true),
+        // Verified callers: /proc must show the node's processes (the pods' and the node's).
+        host_pid: opts.verified_callers.then_some(true),
         dns_policy: Some("ClusterFirstWithHostNet".into()),
         priority_class_name: Some("system-node-critical".into()),
         node_selector: Some(BTreeMap::from([("kubernetes.io/os".into(), "linux".into())])),

@@ -23,6 +23,7 @@ fn settings(w: &World, mode: Mode) -> Settings<'static> {
         force_namespaced: w.force_namespaced || mode == Mode::Managed,
         mic_namespace: "kube-system",
         release_terminating: false,
+        verified_callers: false,
     }
 }
 

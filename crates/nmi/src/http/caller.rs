@@ -8,18 +8,43 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
 
+/// One row of a kernel TCP table (`/proc/<pid>/net/tcp`, `tcp6`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TcpRow {
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    /// TCP state (`01` ESTABLISHED, `06` TIME_WAIT, …).
+    pub state: u8,
+    /// Owner of the socket (`sock_i_uid`), as seen from the reader's user namespace.
+    pub uid: u32,
+    /// The socket's inode: `/proc/<pid>/fd/*` of its holders link to `socket:[inode]`.
+    pub inode: u64,
+}
+
 /// The uid owning the socket whose local end is `caller` and remote end `agent`, from the kernel's
 /// TCP tables under `proc_net` (normally `/proc/self/net`). `Ok(None)`: no such socket (it closed).
 pub fn socket_owner(proc_net: &Path, caller: SocketAddr, agent: SocketAddr) -> std::io::Result<Option<u32>> {
-    let (caller, agent) = (canonical(caller), canonical(agent));
+    let agent = canonical(agent);
+    Ok(find_socket(proc_net, caller, |row| row.remote == agent)?.map(|row| row.uid))
+}
+
+/// The socket of the network namespace whose TCP tables are under `proc_net` with local end
+/// `local` that `wanted` accepts (its remote end, its state). `Ok(None)`: there is none.
+pub fn find_socket(
+    proc_net: &Path,
+    local: SocketAddr,
+    wanted: impl Fn(&TcpRow) -> bool,
+) -> std::io::Result<Option<TcpRow>> {
+    let local = canonical(local);
     for table in ["tcp", "tcp6"] {
         let text = match std::fs::read_to_string(proc_net.join(table)) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
             Err(e) => return Err(e),
         };
-        if let Some(uid) = text.lines().skip(1).find_map(|line| owner_in_line(line, caller, agent)) {
-            return Ok(Some(uid));
+        let found = text.lines().skip(1).filter_map(parse_row).find(|r| r.local == local && wanted(r));
+        if found.is_some() {
+            return Ok(found);
         }
     }
     Ok(None)
@@ -29,15 +54,15 @@ fn canonical(a: SocketAddr) -> SocketAddr {
     SocketAddr::new(a.ip().to_canonical(), a.port())
 }
 
-/// `sl local rem st queues tr retrnsmt uid ...`: the uid when local = `caller`, rem = `agent`.
-fn owner_in_line(line: &str, caller: SocketAddr, agent: SocketAddr) -> Option<u32> {
+/// `sl local rem st queues tr retrnsmt uid timeout inode ...`.
+fn parse_row(line: &str) -> Option<TcpRow> {
     let mut fields = line.split_whitespace();
     let local = parse_endpoint(fields.nth(1)?)?;
     let remote = parse_endpoint(fields.next()?)?;
-    if local != caller || remote != agent {
-        return None;
-    }
-    fields.nth(4)?.parse().ok()
+    let state = u8::from_str_radix(fields.next()?, 16).ok()?;
+    let uid = fields.nth(3)?.parse().ok()?;
+    let inode = fields.nth(1)?.parse().ok()?;
+    Some(TcpRow { local, remote, state, uid, inode })
 }
 
 /// `0100007F:1F90` (IPv4, the address as the kernel's native-endian u32) or 32 hex digits

@@ -8,6 +8,7 @@ pub mod proxy;
 pub mod route;
 pub mod serve;
 mod token;
+mod verified;
 
 pub use token::source_for;
 
@@ -28,7 +29,7 @@ use serve::Connection;
 
 /// How long a proxied request from a node address waits for its pod to appear in the index
 /// (watch lag after pod start), as the token path does.
-const POD_WAIT: Duration = Duration::from_millis(1200);
+pub(crate) const POD_WAIT: Duration = Duration::from_millis(1200);
 
 /// The agent's router. Needs `ConnectInfo<SocketAddr>` (serve with
 /// `into_make_service_with_connect_info`, or add `MockConnectInfo` in tests).
@@ -66,7 +67,10 @@ async fn dispatch(
             if state.config.metadata_header_required && !has_metadata_header(&req) {
                 return metadata_header_missing();
             }
-            if conn.is_some_and(|c| c.intercepted) && !is_pod_of_this_node(&state, peer.ip()).await {
+            if conn.is_some_and(|c| c.intercepted)
+                && !is_pod_of_this_node(&state, peer.ip()).await
+                && !verified::on_node_network(&state, conn).await
+            {
                 return plain(
                     StatusCode::FORBIDDEN,
                     &format!(

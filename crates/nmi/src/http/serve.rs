@@ -59,6 +59,12 @@ pub struct Connection {
     pub intercepted: bool,
 }
 
+/// The pod a connection was verified to come from (`--verified-callers`), set by its first token
+/// request and trusted by its later ones: a TCP connection never changes network namespace.
+/// In every request's extensions next to [`Connection`].
+#[derive(Clone, Debug, Default)]
+pub struct VerifiedPod(pub Arc<std::sync::OnceLock<podid_core::PodKey>>);
+
 /// How the listener is run.
 #[derive(Clone, Debug)]
 pub struct ServeOptions {
@@ -165,7 +171,7 @@ async fn accept_loop(listener: TcpListener, server: Arc<Server>) {
                 server.metrics.connection_refused(reason);
                 let answered = reason == Refused::PerSource
                     && server.refusing.fetch_add(1, Ordering::SeqCst) < MAX_REFUSING;
-                if let Some(conn) = conn(&stream).filter(|_| answered) {
+                if let Some(conn) = answered.then(|| conn(&stream)).flatten() {
                     tokio::spawn(serve_connection(stream, conn, None, server.clone()));
                 } else {
                     // Every per-source refusal took a turn above; this one is not answered.
@@ -178,6 +184,10 @@ async fn accept_loop(listener: TcpListener, server: Arc<Server>) {
                     let _ = stream.set_zero_linger();
                     drop(stream);
                 }
+                // A flood is accepted and refused in bursts of thousands; without a turn for the
+                // rest of the runtime (whose I/O driver is polled only between task polls), every
+                // other connection would wait for the burst to end.
+                tokio::task::yield_now().await;
             }
         }
     }
@@ -199,18 +209,19 @@ async fn serve_connection(
 ) {
     let _open = server.open.clone();
     let activity = Arc::new(Activity::new());
+    let verified = VerifiedPod::default();
     let io = TokioIo::new(Watched { inner: stream, activity: activity.clone() });
     let refusing = slot.is_none();
     let svc = {
         let (server, activity) = (server.clone(), activity.clone());
         hyper::service::service_fn(move |req: Request<Incoming>| {
             let guard = InFlight::start(activity.clone());
-            let server = server.clone();
+            let (server, verified) = (server.clone(), verified.clone());
             async move {
                 let resp = if refusing {
                     too_many_connections(&server, conn.peer)
                 } else {
-                    handle(&server, conn, req).await
+                    handle(&server, conn, verified, req).await
                 };
                 Ok::<_, Infallible>(resp.map(move |body| {
                     Body::new(body.map_frame(move |f| {
@@ -252,7 +263,12 @@ async fn serve_connection(
     server.metrics.connections.set(server.sources.open_connections() as i64);
 }
 
-async fn handle(server: &Server, conn: Connection, req: Request<Incoming>) -> Response<Body> {
+async fn handle(
+    server: &Server,
+    conn: Connection,
+    verified: VerifiedPod,
+    req: Request<Incoming>,
+) -> Response<Body> {
     if let Err(wait) = server.sources.request(conn.peer.ip(), Instant::now().into_std()) {
         server.metrics.throttled.inc();
         let limits = server.sources.limits();
@@ -274,6 +290,7 @@ async fn handle(server: &Server, conn: Connection, req: Request<Incoming>) -> Re
     let mut req = req.map(Body::new);
     req.extensions_mut().insert(ConnectInfo(conn.peer));
     req.extensions_mut().insert(conn);
+    req.extensions_mut().insert(verified);
     match server.app.clone().oneshot(req).await {
         Ok(resp) => resp,
         Err(never) => match never {},

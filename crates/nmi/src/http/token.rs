@@ -16,6 +16,7 @@ use podid_core::{PodKey, PodView, federation};
 use tokio::time::Instant;
 use tracing::info;
 
+use super::serve::{Connection, VerifiedPod};
 use super::{has_metadata_header, json, metadata_header_missing, plain};
 use crate::cache::CacheStatus;
 use crate::state::{AgentState, Config};
@@ -86,6 +87,8 @@ fn caller_ip(peer: SocketAddr) -> IpAddr {
 
 pub(super) async fn pod_token(state: AgentState, peer: SocketAddr, req: Request) -> Response {
     let started = Instant::now();
+    let conn = req.extensions().get::<Connection>().copied();
+    let verified = req.extensions().get::<VerifiedPod>().cloned();
     if state.config.metadata_header_required && !has_metadata_header(&req) {
         return metadata_header_missing();
     }
@@ -94,8 +97,7 @@ pub(super) async fn pod_token(state: AgentState, peer: SocketAddr, req: Request)
     let Some(resource) = params.resource.clone() else {
         return plain(StatusCode::BAD_REQUEST, "parameter resource cannot be empty");
     };
-    let ip = caller_ip(peer);
-    let pod = match find_pod_by_ip(&state, ip).await {
+    let pod = match calling_pod(&state, peer, conn, verified).await {
         Ok(pod) => pod,
         Err(refusal) => {
             let asked = params.request().asked();
@@ -126,6 +128,46 @@ pub(super) async fn host_token(state: AgentState, peer: SocketAddr, req: Request
 
 fn header(req: &Request, name: &str) -> Option<String> {
     req.headers().get(name).and_then(|v| v.to_str().ok()).filter(|v| !v.is_empty()).map(str::to_string)
+}
+
+/// The calling pod: by source address, or (`--verified-callers`) as the kernel confirms it.
+async fn calling_pod(
+    state: &AgentState,
+    peer: SocketAddr,
+    conn: Option<Connection>,
+    verified: Option<VerifiedPod>,
+) -> Result<PodKey, Refusal> {
+    let ip = caller_ip(peer);
+    let Some(verifier) = state.config.verified_callers.clone() else {
+        return find_pod_by_ip(state, ip).await;
+    };
+    super::verified::verified_pod(state, &verifier, conn, verified, || candidates_by_ip(state, ip)).await
+}
+
+/// The live pods (not hostNetwork) with address `ip`, waiting briefly for a just-started pod;
+/// several when an address was reused before the index saw the old pod go.
+async fn candidates_by_ip(state: &AgentState, ip: IpAddr) -> Result<Vec<PodKey>, Refusal> {
+    let deadline = Instant::now() + POD_WAIT;
+    let mut changes = state.shared.subscribe();
+    loop {
+        changes.borrow_and_update();
+        let found: Vec<PodKey> = state
+            .shared
+            .read()
+            .pods_with_ip(ip)
+            .filter(|p| p.ip == Some(ip) && p.phase.is_live() && !p.host_network)
+            .map(|p| p.key.clone())
+            .collect();
+        if !found.is_empty() {
+            return Ok(found);
+        }
+        if Instant::now() >= deadline {
+            return Err(agent::find_caller(ip, std::iter::empty()).err().unwrap_or_else(|| {
+                Refusal::new(RefusalKind::Internal, Reason::UnknownCaller, format!("no pod has IP {ip}"))
+            }));
+        }
+        let _ = tokio::time::timeout_at(deadline, changes.changed()).await;
+    }
 }
 
 /// The calling pod, waiting briefly for the index to catch up with a just-started pod.

@@ -35,12 +35,31 @@ static LOCK: RwLock<()> = RwLock::const_new(());
 
 /// The world of this test binary, podid installed in `mode` (the first caller's mode wins).
 pub fn world(mode: Mode) -> &'static World {
+    world_with(mode, &[])
+}
+
+/// How the world's podid is installed.
+#[derive(Clone, Copy, Debug)]
+pub enum Install {
+    /// `podid install --apply` with the world's endpoints and these options as well.
+    Podid(&'static [&'static str]),
+    /// `kubectl apply -k deploy/overlays/<mode>`: the committed kustomize tree, unpatched.
+    Kustomize,
+}
+
+/// [`world`], installed with `podid install` options `extra` as well (the first caller's win).
+pub fn world_with(mode: Mode, extra: &'static [&'static str]) -> &'static World {
+    world_installed(mode, Install::Podid(extra))
+}
+
+/// [`world`], podid installed as `install` says (the first caller's way wins).
+pub fn world_installed(mode: Mode, install: Install) -> &'static World {
     let shared = WORLD.get_or_init(|| {
         std::thread::spawn(move || {
             podid_testkit::init_tracing();
             let runtime =
                 tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-            let world = runtime.block_on(start(mode));
+            let world = runtime.block_on(start(mode, install));
             Shared { _runtime: runtime, world, mode }
         })
         .join()
@@ -50,13 +69,39 @@ pub fn world(mode: Mode) -> &'static World {
     &shared.world
 }
 
-async fn start(mode: Mode) -> World {
+async fn start(mode: Mode, install: Install) -> World {
     let opts = WorldOptions {
         emulator: azure::config(),
         images: vec!["nmi", "mic", "demo", "sdk-python", "sdk-rust", "busybox"],
     };
     let world = World::start(opts).await.unwrap();
-    run(world.podid().unwrap().arg("install").args(world.install_args(mode)).arg("--apply"));
+    match install {
+        Install::Podid(extra) => run(world
+            .podid()
+            .unwrap()
+            .arg("install")
+            .args(world.install_args(mode))
+            .args(extra)
+            .arg("--apply")),
+        Install::Kustomize => {
+            // As docs/install.md says: the CRDs first (kubectl maps every object of one apply
+            // before sending any, so a custom resource in the same apply as its CRD fails on a
+            // fresh cluster), then the overlay.
+            let deploy = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy");
+            run(world.kubectl().unwrap().arg("apply").arg("-k").arg(deploy.join("crds")));
+            run(world
+                .kubectl()
+                .unwrap()
+                .args(["wait", "--for=condition=Established", "--timeout=60s", "-f"])
+                .arg(deploy.join("crds/aadpodidentity.k8s.io.yaml")));
+            run(world
+                .kubectl()
+                .unwrap()
+                .arg("apply")
+                .arg("-k")
+                .arg(deploy.join("overlays").join(mode.as_str())))
+        }
+    };
     let mut rollouts = vec!["ds/nmi"];
     if mode == Mode::Standard {
         rollouts.push("deployment/mic");
@@ -148,6 +193,8 @@ pub struct PodSpec {
     node: Option<String>,
     command: Option<Vec<String>>,
     args: Vec<String>,
+    host_network: bool,
+    capabilities: Vec<String>,
 }
 
 impl PodSpec {
@@ -160,7 +207,21 @@ impl PodSpec {
             node: None,
             command: None,
             args: vec![],
+            host_network: false,
+            capabilities: vec![],
         }
+    }
+
+    /// On the node's network (`hostNetwork: true`).
+    pub fn host_network(mut self) -> Self {
+        self.host_network = true;
+        self
+    }
+
+    /// With these capabilities added (`NET_ADMIN`, `NET_RAW`).
+    pub fn capabilities(mut self, caps: &[&str]) -> Self {
+        self.capabilities = caps.iter().map(|c| (*c).to_owned()).collect();
+        self
     }
 
     /// Runs on node `node`.
@@ -194,7 +255,14 @@ impl PodSpec {
         if let Some(command) = &self.command {
             container["command"] = serde_json::json!(command);
         }
+        if !self.capabilities.is_empty() {
+            container["securityContext"] =
+                serde_json::json!({ "capabilities": { "add": self.capabilities } });
+        }
         let mut spec = serde_json::json!({ "restartPolicy": "Never", "terminationGracePeriodSeconds": 1, "containers": [container] });
+        if self.host_network {
+            spec["hostNetwork"] = serde_json::json!(true);
+        }
         if let Some(node) = &self.node {
             spec["nodeName"] = serde_json::json!(node);
         }
@@ -362,4 +430,45 @@ pub async fn assignments_of(world: &World, ns: &str) -> Vec<podid_api::AzureAssi
     let all = Api::<podid_api::AzureAssignedIdentity>::all(client);
     let list = all.list(&Default::default()).await.unwrap();
     list.items.into_iter().filter(|a| a.spec.pod_namespace == ns).collect()
+}
+
+/// A busybox shell line that asks the metadata address for `client_id`'s token over raw HTTP and
+/// prints the answer's status line and body (`-w 5`: at most five seconds).
+pub fn raw_token_request(client_id: &str) -> String {
+    format!(
+        "(printf 'GET /metadata/identity/oauth2/token?api-version=2018-02-01&resource=https://management.azure.com/&client_id={client_id} HTTP/1.0\\r\\nMetadata: true\\r\\nHost: 169.254.169.254\\r\\n\\r\\n'; sleep 3) | busybox nc -w 5 169.254.169.254 80"
+    )
+}
+
+/// A pod bound to the app's identity (`app`) on `node`, which has asked for its token once (so the
+/// node's neighbour table knows its address); returns its IP.
+pub async fn victim(world: &World, ns: &str, node: &str) -> String {
+    let pod = PodSpec::new("victim", "busybox", "app").on(node).shell("sleep 3600").build(world);
+    let running = start_pod(world, ns, &pod).await;
+    let ip = running.status.and_then(|s| s.pod_ip).unwrap();
+    let (ok, out) = exec(world, ns, "victim", &["/bin/sh", "-c", &raw_token_request(APP_CLIENT)]);
+    assert!(ok && out.contains("200 OK") && out.contains("access_token"), "the victim's own request: {out}");
+    ip
+}
+
+/// An unbound pod with NET_ADMIN and NET_RAW on `node` takes `victim_ip` as a second address,
+/// announces it with gratuitous ARP (so the node's replies for that address come to it), makes
+/// it the source of its route to the metadata address, and asks for the app's token. Returns what
+/// it got.
+pub async fn spoof(world: &World, ns: &str, node: &str, victim_ip: &str) -> String {
+    // The node's pod bridge holds the first address of the victim's /24 (the test kit's CNI).
+    let gw = victim_ip.rsplit_once('.').map(|(net, _)| format!("{net}.1")).unwrap();
+    let script = format!(
+        "busybox ip addr add {victim_ip}/32 dev eth0 && \
+         busybox ip route replace default via {gw} dev eth0 src {victim_ip} && \
+         busybox arping -U -c 3 -w 3 -I eth0 -s {victim_ip} {gw} >/dev/null 2>&1; \
+         {}",
+        raw_token_request(APP_CLIENT)
+    );
+    let pod = PodSpec::new("attacker", "busybox", "nobody-binds-this")
+        .on(node)
+        .capabilities(&["NET_ADMIN", "NET_RAW"])
+        .shell(&script);
+    let (_, logs) = run_pod(world, ns, &pod.build(world), Duration::from_secs(120)).await;
+    logs
 }

@@ -1,0 +1,32 @@
+//! The committed kustomize tree as users apply it: `kubectl apply -k deploy/overlays/managed` on
+//! real nodes, unpatched (its images are the ones `make images` builds and the nodes imported,
+//! under the names the tree uses). Managed mode is the overlay that needs no Azure endpoint but the
+//! node's own IMDS; the standard and federated overlays name the public cloud's ARM and Entra ID,
+//! which a user changes with `podid install --arm-endpoint/--aad-authority` (the same options the
+//! other e2e binaries install with). Root only.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+mod support;
+
+use std::time::Duration;
+
+use podid_sandbox::{Mode, azure};
+use support::{APP_CLIENT, Install, PodSpec, shared};
+
+const MODE: Mode = Mode::Managed;
+
+#[tokio::test]
+async fn kubectl_apply_k_of_the_managed_overlay_serves_bound_pods_on_every_node() {
+    let world = support::world_installed(MODE, Install::Kustomize);
+    let _guard = shared().await;
+    let ns = support::namespace(world, "kustomize").await;
+    support::add_identity(world, MODE, &ns, "app", azure::FIRST_IDENTITY, "app");
+    support::assign_out_of_band(world, MODE).await;
+    for (i, node) in support::nodes(world).iter().enumerate() {
+        let pod = PodSpec::new(&format!("sdk-{i}"), "sdk-python", "app")
+            .on(node)
+            .args(&["--client-id", APP_CLIENT]);
+        let (ok, logs) = support::run_pod(world, &ns, &pod.build(world), Duration::from_secs(150)).await;
+        assert!(ok && logs.starts_with("token "), "{node}: {logs}");
+    }
+    support::unbound_pod_is_refused_with_the_reason(world).await;
+}

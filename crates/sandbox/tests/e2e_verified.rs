@@ -1,0 +1,84 @@
+//! Verified callers on real nodes (`podid install --mode managed --verified-callers`): the kernel,
+//! not the source address, says which pod is calling. The same attacks served in e2e_managed.rs
+//! (verification off) are refused here. Root only.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+mod support;
+
+use std::time::Duration;
+
+use podid_sandbox::Mode;
+use support::{APP_CLIENT, PodSpec, raw_token_request, shared};
+
+const MODE: Mode = Mode::Managed;
+
+fn world() -> &'static podid_sandbox::world::World {
+    support::world_with(MODE, &["--verified-callers"])
+}
+
+#[tokio::test]
+async fn a_pod_that_takes_another_pods_address_is_refused() {
+    let world = world();
+    let _guard = shared().await;
+    let ns = support::namespace(world, "spoof").await;
+    support::add_identity(world, MODE, &ns, "app", podid_sandbox::azure::FIRST_IDENTITY, "app");
+    support::assign_out_of_band(world, MODE).await;
+    let node = support::nodes(world)[0].clone();
+    let victim_ip = support::victim(world, &ns, &node).await;
+    let got = support::spoof(world, &ns, &node, &victim_ip).await;
+    assert!(!got.contains("access_token"), "the attacker got the victim's token: {got}");
+    assert!(
+        got.contains("403") && got.contains("is not in the network namespace of pod"),
+        "refused, saying why: {got}"
+    );
+}
+
+#[tokio::test]
+async fn a_host_network_pod_gets_its_own_identity_and_an_unbound_one_is_refused() {
+    let world = world();
+    let _guard = shared().await;
+    let ns = support::namespace(world, "hostnet").await;
+    support::add_identity(world, MODE, &ns, "app", podid_sandbox::azure::FIRST_IDENTITY, "app");
+    support::assign_out_of_band(world, MODE).await;
+    let node = support::nodes(world)[1].clone();
+    for (name, selector, served) in [("bound", "app", true), ("unbound", "nobody-binds-this", false)] {
+        let pod = PodSpec::new(&format!("hostnet-{name}"), "busybox", selector)
+            .on(&node)
+            .host_network()
+            .shell(&raw_token_request(APP_CLIENT));
+        let (_, logs) = support::run_pod(world, &ns, &pod.build(world), Duration::from_secs(120)).await;
+        if served {
+            assert!(logs.contains("200 OK") && logs.contains("access_token"), "{name}: {logs}");
+        } else {
+            assert!(!logs.contains("access_token"), "{name} got a token: {logs}");
+            assert!(logs.contains("no AzureIdentityBinding has selector"), "{name}: {logs}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_node_process_that_is_not_excepted_gets_no_token() {
+    let world = world();
+    let _guard = shared().await;
+    // A process of the node itself: its network, mount and pid namespaces, no pod's cgroup.
+    let node = world.cluster.node(&support::nodes(world)[0]).unwrap();
+    let out = node.command("/bin/sh").args(["-c", &raw_token_request(APP_CLIENT)]).output().unwrap();
+    let got = String::from_utf8_lossy(&out.stdout);
+    assert!(!got.contains("access_token"), "a node process got a token: {got}");
+    assert!(got.contains("403") && got.contains("belongs to no pod and is not excepted"), "{got}");
+}
+
+#[tokio::test]
+async fn a_bound_pod_is_still_served_with_verification_on() {
+    let world = world();
+    let _guard = shared().await;
+    let ns = support::namespace(world, "served").await;
+    support::add_identity(world, MODE, &ns, "app", podid_sandbox::azure::FIRST_IDENTITY, "app");
+    support::assign_out_of_band(world, MODE).await;
+    for (i, node) in support::nodes(world).iter().enumerate() {
+        let pod = PodSpec::new(&format!("sdk-{i}"), "sdk-python", "app")
+            .on(node)
+            .args(&["--client-id", APP_CLIENT]);
+        let (ok, logs) = support::run_pod(world, &ns, &pod.build(world), Duration::from_secs(150)).await;
+        assert!(ok && logs.starts_with("token "), "{node}: {logs}");
+    }
+}
