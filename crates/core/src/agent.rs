@@ -55,15 +55,7 @@ pub fn find_caller<'a>(
 ) -> Result<&'a PodView, Refusal> {
     let found: Vec<&PodView> = pods.into_iter().filter(|p| p.ip == Some(ip) && p.phase.is_live()).collect();
     match found.as_slice() {
-        [] => Err(Refusal::new(
-            RefusalKind::Internal,
-            Reason::UnknownCaller,
-            format!(
-                "pod list is empty: no Pending or Running pod on this node has IP {ip}. A pod that has just started \
-                 is known to the agent within a second or two: retry; otherwise check the agent's /readyz and that \
-                 the caller runs on this node"
-            ),
-        )),
+        [] => Err(unknown_caller(ip)),
         [one] => Ok(one),
         many if many.iter().all(|p| p.host_network) => Err(host_network_refusal(ip)),
         many => {
@@ -75,6 +67,19 @@ pub fn find_caller<'a>(
             ))
         }
     }
+}
+
+/// The refusal when no live pod of this node has the caller's address.
+pub fn unknown_caller(ip: IpAddr) -> Refusal {
+    Refusal::new(
+        RefusalKind::Internal,
+        Reason::UnknownCaller,
+        format!(
+            "pod list is empty: no Pending or Running pod on this node has IP {ip}. A pod that has just started \
+             is known to the agent within a second or two: retry; otherwise check the agent's /readyz and that \
+             the caller runs on this node"
+        ),
+    )
 }
 
 /// The refusal for a caller on the node's own address.

@@ -111,6 +111,27 @@ impl Shared {
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.changes.subscribe()
     }
+
+    /// Looks at the index until `look` finds something, again after every change, for at most
+    /// `wait` (the watch lag of a just-started pod); `None` when the time is up.
+    pub async fn wait_for<T>(
+        &self,
+        wait: Duration,
+        mut look: impl FnMut(&NodeIndex) -> Option<T>,
+    ) -> Option<T> {
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut changes = self.subscribe();
+        loop {
+            changes.borrow_and_update();
+            if let Some(found) = look(&self.read()) {
+                return Some(found);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return None;
+            }
+            let _ = tokio::time::timeout_at(deadline, changes.changed()).await;
+        }
+    }
 }
 
 /// Everything a request handler needs. Cheap to clone.

@@ -6,7 +6,7 @@ mod support;
 
 use std::time::Duration;
 
-use podid_sandbox::{Mode, azure};
+use podid_sandbox::Mode;
 use support::{APP_CLIENT, PodSpec, shared};
 
 const MODE: Mode = Mode::Federated;
@@ -19,9 +19,7 @@ fn world() -> &'static podid_sandbox::world::World {
 async fn the_python_and_rust_sdks_get_the_bound_identity_on_every_node() {
     let world = world();
     let _guard = shared().await;
-    let ns = support::namespace(world, "sdks").await;
-    support::add_identity(world, MODE, &ns, "app", azure::FIRST_IDENTITY, "app");
-    support::assign_out_of_band(world, MODE).await;
+    let ns = support::app_namespace(world, MODE, "sdks").await;
     for (i, node) in support::nodes(world).iter().enumerate() {
         for image in ["sdk-python", "sdk-rust"] {
             let pod = PodSpec::new(&format!("{image}-{i}"), image, "app")

@@ -7,10 +7,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 mod support;
 
-use std::time::Duration;
-
-use podid_sandbox::{Mode, azure};
-use support::{APP_CLIENT, Install, PodSpec, shared};
+use podid_sandbox::Mode;
+use support::{Install, shared};
 
 const MODE: Mode = Mode::Managed;
 
@@ -18,15 +16,7 @@ const MODE: Mode = Mode::Managed;
 async fn kubectl_apply_k_of_the_managed_overlay_serves_bound_pods_on_every_node() {
     let world = support::world_installed(MODE, Install::Kustomize);
     let _guard = shared().await;
-    let ns = support::namespace(world, "kustomize").await;
-    support::add_identity(world, MODE, &ns, "app", azure::FIRST_IDENTITY, "app");
-    support::assign_out_of_band(world, MODE).await;
-    for (i, node) in support::nodes(world).iter().enumerate() {
-        let pod = PodSpec::new(&format!("sdk-{i}"), "sdk-python", "app")
-            .on(node)
-            .args(&["--client-id", APP_CLIENT]);
-        let (ok, logs) = support::run_pod(world, &ns, &pod.build(world), Duration::from_secs(150)).await;
-        assert!(ok && logs.starts_with("token "), "{node}: {logs}");
-    }
+    let ns = support::app_namespace(world, MODE, "kustomize").await;
+    support::python_sdk_gets_the_app_token_on_every_node(world, &ns).await;
     support::unbound_pod_is_refused_with_the_reason(world).await;
 }

@@ -6,7 +6,7 @@ mod support;
 
 use std::time::Duration;
 
-use podid_sandbox::{Mode, azure};
+use podid_sandbox::Mode;
 use support::{APP_CLIENT, PodSpec, shared};
 
 const MODE: Mode = Mode::Managed;
@@ -19,9 +19,7 @@ fn world() -> &'static podid_sandbox::world::World {
 async fn the_python_and_rust_sdks_get_the_bound_identity_on_every_node() {
     let world = world();
     let _guard = shared().await;
-    let ns = support::namespace(world, "sdks").await;
-    support::add_identity(world, MODE, &ns, "app", azure::FIRST_IDENTITY, "app");
-    support::assign_out_of_band(world, MODE).await;
+    let ns = support::app_namespace(world, MODE, "sdks").await;
     for (i, node) in support::nodes(world).iter().enumerate() {
         for image in ["sdk-python", "sdk-rust"] {
             let pod = PodSpec::new(&format!("{image}-{i}"), image, "app")
@@ -51,12 +49,7 @@ async fn a_pod_without_a_binding_is_refused_and_the_sdk_shows_why() {
 async fn without_verified_callers_a_pod_that_takes_another_pods_address_gets_its_token() {
     let world = world();
     let _guard = shared().await;
-    let ns = support::namespace(world, "spoof").await;
-    support::add_identity(world, MODE, &ns, "app", azure::FIRST_IDENTITY, "app");
-    support::assign_out_of_band(world, MODE).await;
-    let node = support::nodes(world)[0].clone();
-    let victim_ip = support::victim(world, &ns, &node).await;
-    let got = support::spoof(world, &ns, &node, &victim_ip).await;
+    let got = support::spoof_a_victim(world, MODE).await;
     assert!(got.contains("200 OK") && got.contains("access_token"), "the contrast no longer holds: {got}");
 }
 

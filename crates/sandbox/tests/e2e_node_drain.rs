@@ -10,7 +10,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use kube::api::{ListParams, PostParams};
-use podid_sandbox::{Mode, azure};
+use podid_sandbox::Mode;
 use support::{APP_CLIENT, PodSpec, exclusive};
 
 const MODE: Mode = Mode::Standard;
@@ -69,8 +69,7 @@ async fn assigned_nodes(world: &podid_sandbox::world::World, ns: &str) -> BTreeS
 async fn a_drained_and_deleted_node_leaves_its_pods_served_on_the_other_node_and_no_assignment_behind() {
     let world = support::world(MODE);
     let _guard = exclusive().await;
-    let ns = support::namespace(world, "drain").await;
-    support::add_identity(world, MODE, &ns, "app", azure::FIRST_IDENTITY, "app");
+    let ns = support::app_namespace(world, MODE, "drain").await;
     let client = world.cluster.api().client().unwrap();
     Api::<Deployment>::namespaced(client, &ns)
         .create(&PostParams::default(), &deployment(world))

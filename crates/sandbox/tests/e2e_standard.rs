@@ -23,8 +23,7 @@ fn world() -> &'static podid_sandbox::world::World {
 async fn the_python_and_rust_sdks_get_the_bound_identity_on_every_node() {
     let world = world();
     let _guard = shared().await;
-    let ns = support::namespace(world, "sdks").await;
-    support::add_identity(world, MODE, &ns, "app", azure::FIRST_IDENTITY, "app");
+    let ns = support::app_namespace(world, MODE, "sdks").await;
     for (i, node) in support::nodes(world).iter().enumerate() {
         for image in ["sdk-python", "sdk-rust"] {
             let pod = PodSpec::new(&format!("{image}-{i}"), image, "app")
@@ -62,8 +61,7 @@ fn agentpool_client() -> String {
 async fn a_killed_agent_leaves_pods_refused_never_served_by_imds_until_the_kubelet_restarts_it() {
     let world = world();
     let _guard = exclusive().await;
-    let ns = support::namespace(world, "agent-killed").await;
-    support::add_identity(world, MODE, &ns, "app", azure::FIRST_IDENTITY, "app");
+    let ns = support::app_namespace(world, MODE, "agent-killed").await;
     let node = support::nodes(world)[1].clone();
     let probe = support::token_loop(&agentpool_client(), 45.0, 0.2);
     let pod = PodSpec::new("prober", "sdk-python", "app").on(&node).python(&probe).build(world);

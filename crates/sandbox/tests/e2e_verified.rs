@@ -19,12 +19,7 @@ fn world() -> &'static podid_sandbox::world::World {
 async fn a_pod_that_takes_another_pods_address_is_refused() {
     let world = world();
     let _guard = shared().await;
-    let ns = support::namespace(world, "spoof").await;
-    support::add_identity(world, MODE, &ns, "app", podid_sandbox::azure::FIRST_IDENTITY, "app");
-    support::assign_out_of_band(world, MODE).await;
-    let node = support::nodes(world)[0].clone();
-    let victim_ip = support::victim(world, &ns, &node).await;
-    let got = support::spoof(world, &ns, &node, &victim_ip).await;
+    let got = support::spoof_a_victim(world, MODE).await;
     assert!(!got.contains("access_token"), "the attacker got the victim's token: {got}");
     assert!(
         got.contains("403") && got.contains("is not in the network namespace of pod"),
@@ -36,9 +31,7 @@ async fn a_pod_that_takes_another_pods_address_is_refused() {
 async fn a_host_network_pod_gets_its_own_identity_and_an_unbound_one_is_refused() {
     let world = world();
     let _guard = shared().await;
-    let ns = support::namespace(world, "hostnet").await;
-    support::add_identity(world, MODE, &ns, "app", podid_sandbox::azure::FIRST_IDENTITY, "app");
-    support::assign_out_of_band(world, MODE).await;
+    let ns = support::app_namespace(world, MODE, "hostnet").await;
     let node = support::nodes(world)[1].clone();
     for (name, selector, served) in [("bound", "app", true), ("unbound", "nobody-binds-this", false)] {
         let pod = PodSpec::new(&format!("hostnet-{name}"), "busybox", selector)
@@ -71,14 +64,6 @@ async fn a_node_process_that_is_not_excepted_gets_no_token() {
 async fn a_bound_pod_is_still_served_with_verification_on() {
     let world = world();
     let _guard = shared().await;
-    let ns = support::namespace(world, "served").await;
-    support::add_identity(world, MODE, &ns, "app", podid_sandbox::azure::FIRST_IDENTITY, "app");
-    support::assign_out_of_band(world, MODE).await;
-    for (i, node) in support::nodes(world).iter().enumerate() {
-        let pod = PodSpec::new(&format!("sdk-{i}"), "sdk-python", "app")
-            .on(node)
-            .args(&["--client-id", APP_CLIENT]);
-        let (ok, logs) = support::run_pod(world, &ns, &pod.build(world), Duration::from_secs(150)).await;
-        assert!(ok && logs.starts_with("token "), "{node}: {logs}");
-    }
+    let ns = support::app_namespace(world, MODE, "served").await;
+    support::python_sdk_gets_the_app_token_on_every_node(world, &ns).await;
 }

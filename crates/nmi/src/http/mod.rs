@@ -21,14 +21,13 @@ use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
-use tokio::time::Instant;
 
 use crate::state::AgentState;
 use route::Route;
 use serve::Connection;
 
-/// How long a proxied request from a node address waits for its pod to appear in the index
-/// (watch lag after pod start), as the token path does.
+/// How long a request waits for its pod to appear in the index (watch lag after pod start), on
+/// the token path and for proxied requests from a node address alike.
 pub(crate) const POD_WAIT: Duration = Duration::from_millis(1200);
 
 /// The agent's router. Needs `ConnectInfo<SocketAddr>` (serve with
@@ -113,18 +112,7 @@ async fn host_caller(peer: SocketAddr, conn: Option<Connection>) -> Result<(), S
 /// Whether `ip` belongs to a pod of this node, waiting briefly for a just-started pod.
 async fn is_pod_of_this_node(state: &AgentState, ip: IpAddr) -> bool {
     let ip = ip.to_canonical();
-    let deadline = Instant::now() + POD_WAIT;
-    let mut changes = state.shared.subscribe();
-    loop {
-        changes.borrow_and_update();
-        if state.shared.read().pods_with_ip(ip).next().is_some() {
-            return true;
-        }
-        match tokio::time::timeout_at(deadline, changes.changed()).await {
-            Ok(Ok(())) => {}
-            Ok(Err(_)) | Err(_) => return false,
-        }
-    }
+    state.shared.wait_for(POD_WAIT, |idx| idx.pods_with_ip(ip).next().map(|_| ())).await.is_some()
 }
 
 /// `Metadata: true`, exactly (as upstream compares it).

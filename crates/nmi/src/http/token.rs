@@ -17,13 +17,11 @@ use tokio::time::Instant;
 use tracing::info;
 
 use super::serve::{Connection, VerifiedPod};
-use super::{has_metadata_header, json, metadata_header_missing, plain};
+use super::{POD_WAIT, has_metadata_header, json, metadata_header_missing, plain};
 use crate::cache::CacheStatus;
+use crate::index::NodeIndex;
 use crate::state::{AgentState, Config};
 use crate::token::{BoundPod, TokenError, TokenSet, TokenSource};
-
-/// How long a request waits for its pod to show up in the index (watch lag after pod start).
-const POD_WAIT: Duration = Duration::from_millis(1200);
 
 /// Query parameters of a token request; the first occurrence of each wins.
 #[derive(Debug, Default)]
@@ -147,45 +145,27 @@ async fn calling_pod(
 /// The live pods (not hostNetwork) with address `ip`, waiting briefly for a just-started pod;
 /// several when an address was reused before the index saw the old pod go.
 async fn candidates_by_ip(state: &AgentState, ip: IpAddr) -> Result<Vec<PodKey>, Refusal> {
-    let deadline = Instant::now() + POD_WAIT;
-    let mut changes = state.shared.subscribe();
-    loop {
-        changes.borrow_and_update();
-        let found: Vec<PodKey> = state
-            .shared
-            .read()
+    let live = |idx: &NodeIndex| {
+        let found: Vec<PodKey> = idx
             .pods_with_ip(ip)
             .filter(|p| p.ip == Some(ip) && p.phase.is_live() && !p.host_network)
             .map(|p| p.key.clone())
             .collect();
-        if !found.is_empty() {
-            return Ok(found);
-        }
-        if Instant::now() >= deadline {
-            return Err(agent::find_caller(ip, std::iter::empty()).err().unwrap_or_else(|| {
-                Refusal::new(RefusalKind::Internal, Reason::UnknownCaller, format!("no pod has IP {ip}"))
-            }));
-        }
-        let _ = tokio::time::timeout_at(deadline, changes.changed()).await;
-    }
+        (!found.is_empty()).then_some(found)
+    };
+    state.shared.wait_for(POD_WAIT, live).await.ok_or_else(|| agent::unknown_caller(ip))
 }
 
-/// The calling pod, waiting briefly for the index to catch up with a just-started pod.
+/// The calling pod, waiting briefly for the index to catch up with a just-started pod (while
+/// the answer is "unknown", never longer).
 async fn find_pod_by_ip(state: &AgentState, ip: IpAddr) -> Result<PodKey, Refusal> {
-    let deadline = Instant::now() + POD_WAIT;
-    let mut changes = state.shared.subscribe();
-    loop {
-        changes.borrow_and_update();
-        let found = {
-            let idx = state.shared.read();
-            agent::find_caller(ip, idx.pods_with_ip(ip)).map(|p| p.key.clone())
-        };
-        match found {
-            Err(r) if r.kind == RefusalKind::Internal && Instant::now() < deadline => {
-                let _ = tokio::time::timeout_at(deadline, changes.changed()).await;
-            }
-            other => return other,
-        }
+    let find = |idx: &NodeIndex| agent::find_caller(ip, idx.pods_with_ip(ip)).map(|p| p.key.clone());
+    let settled = |idx: &NodeIndex| {
+        Some(find(idx)).filter(|r| !r.as_ref().is_err_and(|e| e.kind == RefusalKind::Internal))
+    };
+    match state.shared.wait_for(POD_WAIT, settled).await {
+        Some(found) => found,
+        None => find(&state.shared.read()),
     }
 }
 

@@ -7,16 +7,14 @@
 //!  otherwise (a pod's network)  ─▶ live pods with the source address ─▶ the one whose network
 //!                                   namespace holds the socket, or refused
 //! ```
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use podid_core::PodKey;
 use podid_core::agent::{Reason, Refusal, RefusalKind};
-use tokio::time::Instant;
 
 use super::serve::{Connection, VerifiedPod};
 use crate::state::AgentState;
-use crate::verify::{Origin, Unverified, Verifier};
+use crate::verify::{NodeCaller, Unverified, Verifier};
 
 /// The pod behind `conn`, verified through the kernel; `candidates` names the pods the index
 /// holds for the source address (waiting briefly for a just-started pod, as without verification).
@@ -42,7 +40,7 @@ where
     let node = blocking(move || v.node_caller(peer, local)).await;
     let pod = match node {
         Err(e) => Err(refusal_for(state, &e)),
-        Ok(Some(origin)) => node_network_pod(state, peer, origin).await,
+        Ok(Some(caller)) => node_network_pod(state, caller).await,
         Ok(None) => pod_network_pod(state, verifier, conn, candidates().await?).await,
     }?;
     if let Some(slot) = slot {
@@ -52,10 +50,8 @@ where
 }
 
 /// A node-network caller: the hostNetwork pod its process belongs to, or a refusal.
-async fn node_network_pod(state: &AgentState, peer: SocketAddr, origin: Origin) -> Result<PodKey, Refusal> {
-    let Origin::NodeNetwork { pid, pod_uid, cgroup } = origin else {
-        return Err(unverified(format!("{peer}: not a node-network caller")));
-    };
+async fn node_network_pod(state: &AgentState, caller: NodeCaller) -> Result<PodKey, Refusal> {
+    let NodeCaller { pid, pod_uid, cgroup } = caller;
     let Some(uid) = pod_uid else {
         state.metrics.verification("node_process");
         return Err(Refusal::new(
@@ -86,19 +82,10 @@ async fn node_network_pod(state: &AgentState, peer: SocketAddr, origin: Origin) 
 
 /// The pod with `uid` on this node, waiting briefly for the index to learn of it.
 async fn wait_for_uid(state: &AgentState, uid: &str) -> Option<PodKey> {
-    let deadline = Instant::now() + super::POD_WAIT;
-    let mut changes = state.shared.subscribe();
-    loop {
-        changes.borrow_and_update();
-        let found = {
-            let idx = state.shared.read();
-            idx.pods().find(|p| idx.pod_uid(&p.key) == Some(uid)).map(|p| p.key.clone())
-        };
-        if found.is_some() || Instant::now() >= deadline {
-            return found;
-        }
-        let _ = tokio::time::timeout_at(deadline, changes.changed()).await;
-    }
+    let with_uid = |idx: &crate::index::NodeIndex| {
+        idx.pods().find(|p| idx.pod_uid(&p.key) == Some(uid)).map(|p| p.key.clone())
+    };
+    state.shared.wait_for(super::POD_WAIT, with_uid).await
 }
 
 /// A pod-network caller: the one candidate whose network namespace holds the calling socket.
@@ -123,17 +110,14 @@ async fn pod_network_pod(
             }
         }
     }
-    let e = first_error.unwrap_or(Unverified::Proc {
-        root: "/proc".into(),
-        message: format!("no pod with a UID has the address {}", conn.peer.ip()),
-    });
+    let e = first_error.unwrap_or(Unverified::NoUid { ip: conn.peer.ip() });
     Err(refusal_for(state, &e))
 }
 
 fn refusal_for(state: &AgentState, e: &Unverified) -> Refusal {
     state.metrics.verification(match e {
         Unverified::NotInPod { .. } | Unverified::SharedSocket { .. } => "not_in_pod",
-        Unverified::NoProcess { .. } | Unverified::NoHolder { .. } => "no_process",
+        Unverified::NoProcess { .. } | Unverified::NoHolder { .. } | Unverified::NoUid { .. } => "no_process",
         Unverified::Proc { .. } => "error",
     });
     unverified(format!("{e} (--verified-callers: the kernel must confirm the caller)"))
@@ -158,5 +142,5 @@ pub(super) async fn on_node_network(state: &AgentState, conn: Option<Connection>
     let (Some(verifier), Some(conn)) = (state.config.verified_callers.clone(), conn) else {
         return false;
     };
-    blocking(move || verifier.node_caller(conn.peer, conn.local)).await.is_ok_and(|o| o.is_some())
+    blocking(move || verifier.node_socket(conn.peer, conn.local)).await.is_ok_and(|row| row.is_some())
 }

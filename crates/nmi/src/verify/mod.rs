@@ -30,13 +30,20 @@ use crate::http::caller::{TcpRow, find_socket};
 /// `TCP_ESTABLISHED` in the kernel's tables.
 const TCP_ESTABLISHED: u8 = 1;
 
-/// Where a verified connection comes from.
+/// A caller on the node's own network: the process holding its socket, and the pod (a
+/// hostNetwork one) that process belongs to, if any.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Origin {
-    /// A socket in the network namespace of the pod with this UID (seen through `pid`).
-    PodNetwork { uid: String, pid: u32 },
-    /// A process on the node's own network; `pod_uid` when it belongs to a (hostNetwork) pod.
-    NodeNetwork { pid: u32, pod_uid: Option<String>, cgroup: String },
+pub struct NodeCaller {
+    pub pid: u32,
+    pub pod_uid: Option<String>,
+    /// The process's cgroup v2 path (what `--node-caller-exception-cgroup` would name).
+    pub cgroup: String,
+}
+
+impl NodeCaller {
+    fn of(pid: u32, cgroup: &str) -> Self {
+        Self { pid, pod_uid: pod_uid(cgroup), cgroup: unified_path(cgroup).to_owned() }
+    }
 }
 
 /// Why a connection could not be verified. Every case is refused (fail closed).
@@ -48,6 +55,10 @@ pub enum Unverified {
         "the calling socket {peer} is not in the network namespace of pod {uid}: the address is spoofed or was reused"
     )]
     NotInPod { peer: SocketAddr, uid: String },
+    #[error(
+        "the pods with address {ip} have no UID in the agent's index, so their processes cannot be found"
+    )]
+    NoUid { ip: std::net::IpAddr },
     #[error("the calling socket {peer} on the node's network is held by no process (it closed)")]
     NoHolder { peer: SocketAddr },
     #[error("the calling socket {peer} is shared by processes of different pods")]
@@ -84,21 +95,27 @@ impl Verifier {
         remote == self.metadata || remote == SocketAddr::new(agent.ip().to_canonical(), agent.port())
     }
 
-    /// The node-network origin of the connection `peer → agent`, or `Ok(None)` when the calling
-    /// socket is not on the node's network (a pod-network caller).
-    pub fn node_caller(&self, peer: SocketAddr, agent: SocketAddr) -> Result<Option<Origin>, Unverified> {
+    /// The calling socket of `peer → agent` in the agent's own (the node's) TCP table, if the
+    /// caller is on the node's network.
+    pub fn node_socket(&self, peer: SocketAddr, agent: SocketAddr) -> Result<Option<TcpRow>, Unverified> {
         let own = self.proc_root.join("self/net");
-        let Some(row) = find_socket(&own, peer, |r| self.headed_here(r, agent)).map_err(|e| self.io(e))?
-        else {
-            return Ok(None);
-        };
-        self.holder(peer, row).map(Some)
+        find_socket(&own, peer, |r| self.headed_here(r, agent)).map_err(|e| self.io(e))
+    }
+
+    /// Who holds the socket of `peer → agent` when the caller is on the node's network;
+    /// `Ok(None)` for a pod-network caller.
+    pub fn node_caller(&self, peer: SocketAddr, agent: SocketAddr) -> Result<Option<NodeCaller>, Unverified> {
+        match self.node_socket(peer, agent)? {
+            Some(row) => self.holder(peer, row).map(Some),
+            None => Ok(None),
+        }
     }
 
     /// The process holding the node-network socket `row`, and the pod it belongs to: first among
     /// the processes of pods (a hostNetwork pod's call, the case served), then among all.
-    fn holder(&self, peer: SocketAddr, row: TcpRow) -> Result<Origin, Unverified> {
+    fn holder(&self, peer: SocketAddr, row: TcpRow) -> Result<NodeCaller, Unverified> {
         let link = format!("socket:[{}]", row.inode);
+        let holds = |pid: u32| holds(&self.proc_root.join(pid.to_string()).join("fd"), &link);
         let known: Vec<(String, u32)> = {
             let mut pods = self.pods.lock();
             if pods.is_empty() {
@@ -106,41 +123,30 @@ impl Verifier {
             }
             pods.iter().flat_map(|(uid, pids)| pids.iter().map(move |p| (uid.clone(), *p))).collect()
         };
-        for (uid, pid) in known {
-            if holds(&self.proc_root.join(pid.to_string()).join("fd"), &link) {
-                let cgroup = read_cgroup(&self.proc_root, pid).unwrap_or_default();
-                // The pid may have been reused since the scan: its cgroup says.
-                if pod_uid(&cgroup).as_deref() == Some(uid.as_str()) {
-                    let cgroup = unified_path(&cgroup).to_owned();
-                    return Ok(Origin::NodeNetwork { pid, pod_uid: Some(uid), cgroup });
-                }
+        for (uid, pid) in known.into_iter().filter(|(_, pid)| holds(*pid)) {
+            let caller = NodeCaller::of(pid, &read_cgroup(&self.proc_root, pid).unwrap_or_default());
+            // The pid may have been reused since the scan: its cgroup says.
+            if caller.pod_uid.as_deref() == Some(uid.as_str()) {
+                return Ok(caller);
             }
         }
-        let mut found: Option<Origin> = None;
-        for pid in pids(&self.proc_root).map_err(|e| self.io(e))? {
-            if !holds(&self.proc_root.join(pid.to_string()).join("fd"), &link) {
-                continue;
-            }
-            let cgroup = read_cgroup(&self.proc_root, pid).unwrap_or_default();
-            let origin = Origin::NodeNetwork {
-                pid,
-                pod_uid: pod_uid(&cgroup),
-                cgroup: unified_path(&cgroup).to_owned(),
-            };
+        let mut found: Option<NodeCaller> = None;
+        for pid in pids(&self.proc_root).map_err(|e| self.io(e))?.into_iter().filter(|pid| holds(*pid)) {
+            let caller = NodeCaller::of(pid, &read_cgroup(&self.proc_root, pid).unwrap_or_default());
             match &found {
-                Some(first) if origin_pod(first) != origin_pod(&origin) => {
+                Some(first) if first.pod_uid != caller.pod_uid => {
                     return Err(Unverified::SharedSocket { peer });
                 }
                 Some(_) => {}
-                None => found = Some(origin),
+                None => found = Some(caller),
             }
         }
         found.ok_or(Unverified::NoHolder { peer })
     }
 
     /// Whether the pod with `uid` holds the calling socket `peer → agent` in its own network
-    /// namespace.
-    pub fn pod_caller(&self, uid: &str, peer: SocketAddr, agent: SocketAddr) -> Result<Origin, Unverified> {
+    /// namespace; `Ok` names the process of the pod it was seen through.
+    pub fn pod_caller(&self, uid: &str, peer: SocketAddr, agent: SocketAddr) -> Result<u32, Unverified> {
         for rescan in [false, true] {
             let pids = self.pids_of(uid, rescan)?;
             for pid in pids {
@@ -156,7 +162,7 @@ impl Verifier {
                     continue;
                 }
                 if found.is_some() {
-                    return Ok(Origin::PodNetwork { uid: uid.to_owned(), pid });
+                    return Ok(pid);
                 }
                 // Every process of a pod shares its network namespace: one look is enough.
                 return Err(Unverified::NotInPod { peer, uid: uid.to_owned() });
@@ -176,13 +182,6 @@ impl Verifier {
 
     fn io(&self, e: std::io::Error) -> Unverified {
         Unverified::Proc { root: self.proc_root.display().to_string(), message: e.to_string() }
-    }
-}
-
-fn origin_pod(origin: &Origin) -> Option<String> {
-    match origin {
-        Origin::NodeNetwork { pod_uid, .. } => pod_uid.clone(),
-        Origin::PodNetwork { uid, .. } => Some(uid.clone()),
     }
 }
 

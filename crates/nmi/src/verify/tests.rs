@@ -75,8 +75,7 @@ fn a_socket_in_the_pods_own_namespace_is_the_pods() {
     let peer: SocketAddr = "10.244.1.7:40000".parse().unwrap();
     let fake = FakeProc::new();
     fake.process(100, &cgroupfs(POD), &tcp_table(peer, metadata(), 7));
-    let origin = fake.verifier().pod_caller(POD, peer, agent()).unwrap();
-    assert_eq!(origin, Origin::PodNetwork { uid: POD.into(), pid: 100 });
+    assert_eq!(fake.verifier().pod_caller(POD, peer, agent()), Ok(100));
 }
 
 #[test]
@@ -115,7 +114,7 @@ fn a_pod_started_after_the_last_scan_is_found_by_a_new_scan() {
     let v = fake.verifier();
     assert!(v.pod_caller(OTHER, "10.244.1.9:1".parse().unwrap(), agent()).is_err());
     fake.process(300, &cgroupfs(POD), &tcp_table(peer, metadata(), 9));
-    assert_eq!(v.pod_caller(POD, peer, agent()).unwrap(), Origin::PodNetwork { uid: POD.into(), pid: 300 });
+    assert_eq!(v.pod_caller(POD, peer, agent()), Ok(300));
 }
 
 #[test]
@@ -138,14 +137,9 @@ fn the_kernel_names_the_process_holding_a_node_network_socket() {
     let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
     let (_accepted, _) = listener.accept().unwrap();
     let v = Verifier::new("/proc", metadata());
-    let origin = v.node_caller(client.local_addr().unwrap(), listener.local_addr().unwrap()).unwrap();
-    match origin {
-        Some(Origin::NodeNetwork { pid, pod_uid, .. }) => {
-            assert_eq!(pid, std::process::id());
-            assert_eq!(pod_uid, None);
-        }
-        other => panic!("{other:?}"),
-    }
+    let caller =
+        v.node_caller(client.local_addr().unwrap(), listener.local_addr().unwrap()).unwrap().unwrap();
+    assert_eq!((caller.pid, caller.pod_uid), (std::process::id(), None));
     let nobody: SocketAddr = "127.0.0.1:9".parse().unwrap();
     assert_eq!(v.node_caller(nobody, listener.local_addr().unwrap()).unwrap(), None);
 }

@@ -171,6 +171,26 @@ pub fn add_identity(world: &World, mode: Mode, ns: &str, name: &str, identity: &
     run(&mut add);
 }
 
+/// A fresh namespace whose pods labelled `app` are bound to the emulator's first identity (the
+/// app's, [`APP_CLIENT`]), assigned to the scale set out of band in managed mode.
+pub async fn app_namespace(world: &World, mode: Mode, prefix: &str) -> String {
+    let ns = namespace(world, prefix).await;
+    add_identity(world, mode, &ns, "app", azure::FIRST_IDENTITY, "app");
+    assign_out_of_band(world, mode).await;
+    ns
+}
+
+/// A pod of the real Python SDK labelled `app` on every node gets the app's token.
+pub async fn python_sdk_gets_the_app_token_on_every_node(world: &World, ns: &str) {
+    for (i, node) in nodes(world).iter().enumerate() {
+        let pod = PodSpec::new(&format!("sdk-{i}"), "sdk-python", "app")
+            .on(node)
+            .args(&["--client-id", APP_CLIENT]);
+        let (ok, logs) = run_pod(world, ns, &pod.build(world), Duration::from_secs(150)).await;
+        assert!(ok && logs.starts_with("token "), "{node}: {logs}");
+    }
+}
+
 /// Managed mode: AKS assigns the walkthrough's identities to the scale set out of band (here: as
 /// `az vmss identity assign` would). Other modes: nothing to do.
 pub async fn assign_out_of_band(world: &World, mode: Mode) {
@@ -449,6 +469,15 @@ pub async fn victim(world: &World, ns: &str, node: &str) -> String {
     let (ok, out) = exec(world, ns, "victim", &["/bin/sh", "-c", &raw_token_request(APP_CLIENT)]);
     assert!(ok && out.contains("200 OK") && out.contains("access_token"), "the victim's own request: {out}");
     ip
+}
+
+/// On the first node, a bound victim and an attacker that takes its address ([`spoof`]); returns
+/// what the attacker got.
+pub async fn spoof_a_victim(world: &World, mode: Mode) -> String {
+    let ns = app_namespace(world, mode, "spoof").await;
+    let node = nodes(world)[0].clone();
+    let victim_ip = victim(world, &ns, &node).await;
+    spoof(world, &ns, &node, &victim_ip).await
 }
 
 /// An unbound pod with NET_ADMIN and NET_RAW on `node` takes `victim_ip` as a second address,
