@@ -28,12 +28,7 @@ async fn the_python_and_rust_sdks_get_the_bound_identity_on_every_node() {
             let (ok, logs) = support::run_pod(world, &ns, &pod.build(world), Duration::from_secs(150)).await;
             assert!(ok && logs.starts_with("token "), "{image} on {node}: {logs}");
         }
-        let check = PodSpec::new(&format!("whose-{i}"), "sdk-python", "app")
-            .on(node)
-            .python(&support::token_loop(APP_CLIENT, 0.1, 0.0));
-        let (_, logs) = support::run_pod(world, &ns, &check.build(world), Duration::from_secs(150)).await;
-        let tally = support::tally(&logs, APP_CLIENT);
-        assert!(tally.right == 1 && tally.wrong.is_empty(), "{node}: {logs}");
+        support::app_token_served(world, &ns, &format!("whose-{i}"), node).await;
     }
 }
 

@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use kube::api::{ListParams, PostParams};
 use podid_sandbox::Mode;
-use support::{APP_CLIENT, PodSpec, exclusive};
+use support::{PodSpec, exclusive};
 
 const MODE: Mode = Mode::Standard;
 const REPLICAS: usize = 4;
@@ -90,9 +90,5 @@ async fn a_drained_and_deleted_node_leaves_its_pods_served_on_the_other_node_and
     let after = assigned_nodes(world, &ns).await;
     assert_eq!(after, BTreeSet::from([keep.clone()]), "assignments after the drain (before: {before:?})");
     // A pod of the identity is still served, on the remaining node.
-    let check = PodSpec::new("after-drain", "sdk-python", "app")
-        .on(&keep)
-        .python(&support::token_loop(APP_CLIENT, 0.1, 0.0));
-    let (_, logs) = support::run_pod(world, &ns, &check.build(world), Duration::from_secs(150)).await;
-    assert_eq!(support::tally(&logs, APP_CLIENT).right, 1, "{logs}");
+    support::app_token_served(world, &ns, "after-drain", &keep).await;
 }

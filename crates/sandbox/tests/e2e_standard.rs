@@ -32,12 +32,7 @@ async fn the_python_and_rust_sdks_get_the_bound_identity_on_every_node() {
             let (ok, logs) = support::run_pod(world, &ns, &pod.build(world), Duration::from_secs(150)).await;
             assert!(ok && logs.starts_with("token "), "{image} on {node}: {logs}");
         }
-        let check = PodSpec::new(&format!("whose-{i}"), "sdk-python", "app")
-            .on(node)
-            .python(&support::token_loop(APP_CLIENT, 0.1, 0.0));
-        let (_, logs) = support::run_pod(world, &ns, &check.build(world), Duration::from_secs(150)).await;
-        let tally = support::tally(&logs, APP_CLIENT);
-        assert!(tally.right == 1 && tally.wrong.is_empty(), "{node}: {logs}");
+        support::app_token_served(world, &ns, &format!("whose-{i}"), node).await;
     }
 }
 
@@ -79,11 +74,7 @@ async fn a_killed_agent_leaves_pods_refused_never_served_by_imds_until_the_kubel
     assert!(tally.refused > 0, "the agent's death was never seen (no refused connection): {logs}");
     assert!(tally.other.iter().any(|l| l.starts_with("http 4")), "the agent never refused while up: {logs}");
     // Restarted by the kubelet: the bound identity is served again.
-    let check = PodSpec::new("after", "sdk-python", "app")
-        .on(&node)
-        .python(&support::token_loop(APP_CLIENT, 0.1, 0.0));
-    let (_, logs) = support::run_pod(world, &ns, &check.build(world), Duration::from_secs(150)).await;
-    assert_eq!(support::tally(&logs, APP_CLIENT).right, 1, "{logs}");
+    support::app_token_served(world, &ns, "after", &node).await;
 }
 
 /// Waits until pod `name` has finished and returns whether it succeeded, and its logs.

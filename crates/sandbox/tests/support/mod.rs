@@ -191,6 +191,16 @@ pub async fn python_sdk_gets_the_app_token_on_every_node(world: &World, ns: &str
     }
 }
 
+/// A pod `name` labelled `app` on `node` asks IMDS (raw HTTP, no SDK) for the app's token until
+/// it is served: the token it gets is the app's, never another identity's.
+pub async fn app_token_served(world: &World, ns: &str, name: &str, node: &str) {
+    let check =
+        PodSpec::new(name, "sdk-python", "app").on(node).python(&token_until_served(APP_CLIENT, 30.0));
+    let (_, logs) = run_pod(world, ns, &check.build(world), Duration::from_secs(150)).await;
+    let tally = tally(&logs, APP_CLIENT);
+    assert!(tally.right == 1 && tally.wrong.is_empty(), "{name} on {node}: {logs}");
+}
+
 /// Managed mode: AKS assigns the walkthrough's identities to the scale set out of band (here: as
 /// `az vmss identity assign` would). Other modes: nothing to do.
 pub async fn assign_out_of_band(world: &World, mode: Mode) {
@@ -375,6 +385,16 @@ pub fn exec(world: &World, ns: &str, pod: &str, command: &[&str]) -> (bool, Stri
 /// token every `period` seconds for `seconds`, and prints one line per answer:
 /// `ok <client id of the token>`, `http <status> <body>`, or `refused|timeout|error <detail>`.
 pub fn token_loop(client_id: &str, seconds: f64, period: f64) -> String {
+    token_program(client_id, seconds, period, false)
+}
+
+/// [`token_loop`] that stops at the first token: one `ok` line at most, after any failures.
+pub fn token_until_served(client_id: &str, seconds: f64) -> String {
+    token_program(client_id, seconds, 0.2, true)
+}
+
+fn token_program(client_id: &str, seconds: f64, period: f64, until_served: bool) -> String {
+    let until_served = if until_served { "True" } else { "False" };
     format!(
         r#"
 import base64, json, socket, time, urllib.error, urllib.request
@@ -386,6 +406,8 @@ while time.time() < end:
         part = body["access_token"].split(".")[1]
         claims = json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
         print("ok", claims.get("appid") or claims.get("azp"), flush=True)
+        if {until_served}:
+            break
     except urllib.error.HTTPError as e:
         print("http", e.code, e.read()[:200].decode(errors="replace").replace("\n", " "), flush=True)
     except urllib.error.URLError as e:
