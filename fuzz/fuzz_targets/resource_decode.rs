@@ -82,8 +82,13 @@ fn check_decisions(
             exceptions: exceptions.to_vec(),
         };
         for mode in Mode::ALL {
-            let settings =
-                Settings { mode, force_namespaced, mic_namespace: "kube-system", release_terminating: false };
+            let settings = Settings {
+                mode,
+                force_namespaced,
+                mic_namespace: "kube-system",
+                release_terminating: false,
+                verified_callers: false,
+            };
             for pod in pods {
                 for client_id in [None, identities.first().map(|i| i.spec.client_id.as_str())] {
                     let req = agent::Request { client_id, resource_id: None, object_id: None };

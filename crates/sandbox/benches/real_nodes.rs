@@ -1,8 +1,10 @@
 //! Real-node figures: cluster start (first and second in one run), pod start → first token in
-//! each mode, the agent's and the controller's memory in their containers, image sizes.
+//! each mode (and managed with `--verified-callers`), the agent's and the controller's memory in
+//! their containers, image sizes.
 //!
 //! ```text
 //! cargo bench -p podid-sandbox --bench real_nodes     # root; PODID_BENCH_SAMPLES (default 5)
+//! PODID_BENCH_SETUPS=managed,managed-verified cargo bench -p podid-sandbox --bench real_nodes
 //! ```
 //!
 //! Prints a table and one `BENCH-JSON {"suite":"real_nodes",...}` line per figure.
@@ -75,12 +77,29 @@ async fn cluster_starts() {
     }
 }
 
-async fn first_tokens(mode: Mode, samples: usize) {
+/// What one run installs: a mode, and extra `podid install` options.
+struct Setup {
+    label: &'static str,
+    mode: Mode,
+    extra: &'static [&'static str],
+}
+
+const SETUPS: [Setup; 4] = [
+    Setup { label: "standard", mode: Mode::Standard, extra: &[] },
+    Setup { label: "managed", mode: Mode::Managed, extra: &[] },
+    Setup { label: "managed-verified", mode: Mode::Managed, extra: &["--verified-callers"] },
+    Setup { label: "federated", mode: Mode::Federated, extra: &[] },
+];
+
+async fn first_tokens(setup: &Setup, samples: usize) {
+    let (mode, label) = (setup.mode, setup.label);
     let world =
         World::start(WorldOptions { emulator: azure::config(), images: vec!["nmi", "mic", "sdk-python"] })
             .await
             .unwrap();
-    support::run(world.podid().unwrap().arg("install").args(world.install_args(mode)).arg("--apply"));
+    let mut install = world.podid().unwrap();
+    install.arg("install").args(world.install_args(mode)).args(setup.extra).arg("--apply");
+    support::run(&mut install);
     support::run(world.kubectl().unwrap().args([
         "-n",
         "kube-system",
@@ -124,17 +143,14 @@ async fn first_tokens(mode: Mode, samples: usize) {
     };
     let (s, c) = (median(&mut from_start), median(&mut from_create));
     println!(
-        "{} mode: container start → first token p50 {:.3} s, pod create → first token p50 {:.3} s ({samples} pods)",
-        mode.as_str(),
-        s,
-        c
+        "{label}: container start → first token p50 {s:.3} s, pod create → first token p50 {c:.3} s ({samples} pods)"
     );
     line(
         "pod start to first token",
-        serde_json::json!({ "mode": mode.as_str(), "samples": samples,
+        serde_json::json!({ "mode": label, "samples": samples,
         "container_start_p50_s": s, "pod_create_p50_s": c, "container_start_max_s": from_start.last(), "pod_create_max_s": from_create.last() }),
     );
-    memory(&world, mode);
+    memory(&world, label);
 }
 
 async fn wait_done(pods: &Api<Pod>, name: &str) -> (bool, String) {
@@ -151,7 +167,7 @@ async fn wait_done(pods: &Api<Pod>, name: &str) -> (bool, String) {
 }
 
 /// VmRSS of `program` on each node (MiB), as its container sees it.
-fn memory(world: &World, mode: Mode) {
+fn memory(world: &World, label: &str) {
     for program in ["podid-nmi", "podid-mic"] {
         for node in world.cluster.nodes() {
             let script = format!("for p in $(pidof {program}); do grep VmRSS /proc/$p/status; done");
@@ -159,10 +175,10 @@ fn memory(world: &World, mode: Mode) {
             for kib in
                 out.lines().filter_map(|l| l.split_whitespace().nth(1)).filter_map(|v| v.parse::<f64>().ok())
             {
-                println!("{} mode: {program} on {}: {:.1} MiB RSS", mode.as_str(), node.name(), kib / 1024.0);
+                println!("{label}: {program} on {}: {:.1} MiB RSS", node.name(), kib / 1024.0);
                 line(
                     "container RSS",
-                    serde_json::json!({ "mode": mode.as_str(), "program": program, "node": node.name(), "rss_mib": kib / 1024.0 }),
+                    serde_json::json!({ "mode": label, "program": program, "node": node.name(), "rss_mib": kib / 1024.0 }),
                 );
             }
         }
@@ -194,9 +210,14 @@ fn image_sizes() {
 async fn main() {
     podid_testkit::init_tracing();
     let samples = std::env::var("PODID_BENCH_SAMPLES").ok().and_then(|s| s.parse().ok()).unwrap_or(5);
+    // PODID_BENCH_SETUPS=managed,managed-verified runs only those (and skips the cluster starts).
+    let only = std::env::var("PODID_BENCH_SETUPS").ok();
+    let wanted = |label: &str| only.as_deref().is_none_or(|o| o.split(',').any(|l| l == label));
     image_sizes();
-    cluster_starts().await;
-    for mode in [Mode::Standard, Mode::Managed, Mode::Federated] {
-        first_tokens(mode, samples).await;
+    if only.is_none() {
+        cluster_starts().await;
+    }
+    for setup in SETUPS.iter().filter(|s| wanted(s.label)) {
+        first_tokens(setup, samples).await;
     }
 }

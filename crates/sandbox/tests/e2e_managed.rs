@@ -7,7 +7,7 @@ mod support;
 use std::time::Duration;
 
 use podid_sandbox::Mode;
-use support::{APP_CLIENT, PodSpec, shared};
+use support::{APP_CLIENT, PodSpec, exclusive, shared};
 
 const MODE: Mode = Mode::Managed;
 
@@ -45,6 +45,16 @@ async fn without_verified_callers_a_pod_that_takes_another_pods_address_gets_its
     let world = world();
     let _guard = shared().await;
     let got = support::spoof_a_victim(world, MODE).await;
+    assert!(got.contains("200 OK") && got.contains("access_token"), "the contrast no longer holds: {got}");
+}
+
+/// The recorded contrast for a reused address: by source address alone, a new pod that got a
+/// deleted pod's address before the agent heard of the deletion gets the deleted pod's token.
+#[tokio::test]
+async fn without_verified_callers_a_pod_on_a_reused_address_gets_the_old_pods_token() {
+    let world = world();
+    let _guard = exclusive().await;
+    let got = support::reuse_a_victims_address(world, MODE).await;
     assert!(got.contains("200 OK") && got.contains("access_token"), "the contrast no longer holds: {got}");
 }
 

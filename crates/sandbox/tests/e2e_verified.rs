@@ -7,7 +7,7 @@ mod support;
 use std::time::Duration;
 
 use podid_sandbox::Mode;
-use support::{APP_CLIENT, PodSpec, raw_token_request, shared};
+use support::{APP_CLIENT, PodSpec, exclusive, raw_token_request, shared};
 
 const MODE: Mode = Mode::Managed;
 
@@ -25,6 +25,17 @@ async fn a_pod_that_takes_another_pods_address_is_refused() {
         got.contains("403") && got.contains("is not in the network namespace of pod"),
         "refused, saying why: {got}"
     );
+}
+
+/// A deleted pod's address given to a new pod before the agent heard of the deletion: the index
+/// still names the old pod, whose network namespace is gone.
+#[tokio::test]
+async fn a_pod_on_an_address_reused_before_the_agent_saw_the_old_pod_go_is_refused() {
+    let world = world();
+    let _guard = exclusive().await;
+    let got = support::reuse_a_victims_address(world, MODE).await;
+    assert!(!got.contains("access_token"), "the new pod got the old pod's token: {got}");
+    assert!(got.contains("403") && got.contains("no process of pod"), "refused, saying why: {got}");
 }
 
 #[tokio::test]

@@ -70,7 +70,13 @@ fn field_env(name: &str, path: &str) -> EnvVar {
     }
 }
 
-fn probe(path: &str, port: u16) -> Probe {
+/// Readiness is asked every 2 s: a rollout (one node at a time for the agent) waits for it, and
+/// the answer is one in-memory check. Liveness keeps Kubernetes' 10 s period.
+fn readiness(path: &str, port: u16) -> Probe {
+    Probe { period_seconds: Some(2), timeout_seconds: Some(2), ..liveness(path, port) }
+}
+
+fn liveness(path: &str, port: u16) -> Probe {
     Probe {
         http_get: Some(HTTPGetAction {
             path: Some(path.into()),
@@ -133,8 +139,8 @@ fn controller_container(opts: &InstallOptions) -> Container {
             container_port: MIC_PROBE_PORT.into(),
             ..Default::default()
         }]),
-        readiness_probe: Some(probe("/readyz", MIC_PROBE_PORT)),
-        liveness_probe: Some(probe("/healthz", MIC_PROBE_PORT)),
+        readiness_probe: Some(readiness("/readyz", MIC_PROBE_PORT)),
+        liveness_probe: Some(liveness("/healthz", MIC_PROBE_PORT)),
         resources: Some(resources(("100m", "200m"), ("256Mi", "1Gi"))),
         security_context: Some(SecurityContext {
             allow_privilege_escalation: Some(false),
@@ -298,8 +304,8 @@ fn agent(opts: &InstallOptions) -> DaemonSet {
         image_pull_policy: Some("IfNotPresent".into()),
         args: Some(agent_args(opts)),
         env: Some(vec![field_env("NODE_NAME", "spec.nodeName")]),
-        readiness_probe: Some(probe("/readyz", NMI_PROBE_PORT)),
-        liveness_probe: Some(probe("/healthz", NMI_PROBE_PORT)),
+        readiness_probe: Some(readiness("/readyz", NMI_PROBE_PORT)),
+        liveness_probe: Some(liveness("/healthz", NMI_PROBE_PORT)),
         resources: Some(resources(("100m", "200m"), ("256Mi", "512Mi"))),
         // Root for iptables (nft backend: NET_ADMIN suffices); with verified callers SYS_PTRACE
         // too, to read other processes' /proc/<pid>/{fd,net} (docs/security.md).

@@ -8,6 +8,7 @@
 //! [`shared`], so they never overlap.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+use std::net::Ipv4Addr;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -522,4 +523,122 @@ pub async fn spoof(world: &World, ns: &str, node: &str, victim_ip: &str) -> Stri
         .shell(&script);
     let (_, logs) = run_pod(world, ns, &pod.build(world), Duration::from_secs(120)).await;
     logs
+}
+
+/// On the first node, a bound victim is deleted while its agent cannot hear the API server, and
+/// an unbound pod is given the victim's address at once (host-local hands out the next address
+/// after the last one it reserved). The agent's index still says the address is the victim's
+/// when the new pod asks for the app's token. Returns what the new pod got, once a bound pod is
+/// served again (the agent hears the API server again).
+pub async fn reuse_a_victims_address(world: &World, mode: Mode) -> String {
+    let ns = app_namespace(world, mode, "reuse").await;
+    let node = world.cluster.node(&nodes(world)[0]).unwrap();
+    let victim_ip: Ipv4Addr = victim(world, &ns, node.name()).await.parse().unwrap();
+    let deaf = AgentDeaf::on(world, node);
+    delete_pod(world, &ns, "victim").await;
+    let ipam = node.dir.join("cni-ipam").join("podid");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while ipam.join(victim_ip.to_string()).exists() {
+        assert!(tokio::time::Instant::now() < deadline, "the CNI never released {victim_ip}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let before = Ipv4Addr::from(u32::from(victim_ip) - 1);
+    std::fs::write(ipam.join("last_reserved_ip.0"), before.to_string()).unwrap();
+    let pod = PodSpec::new("reuser", "busybox", "nobody-binds-this")
+        .on(node.name())
+        .shell(&raw_token_request(APP_CLIENT))
+        .build(world);
+    let (_, logs) = run_pod(world, &ns, &pod, Duration::from_secs(120)).await;
+    drop(deaf);
+    let pods = Api::<Pod>::namespaced(world.cluster.api().client().unwrap(), &ns);
+    let ip = pods.get("reuser").await.unwrap().status.and_then(|s| s.pod_ip);
+    assert_eq!(ip, Some(victim_ip.to_string()), "the new pod did not get the victim's address");
+    // Hearing the API server again, the agent serves a new bound pod (and the next test a fresh view).
+    app_token_served(world, &ns, "after-reuse", node.name()).await;
+    logs
+}
+
+/// While it lives, the agent of one node sends nothing to the API server (its watches hear
+/// nothing; the kubelet and everything else on the node are untouched): in the node's own
+/// iptables, a DROP for the source port of each connection the agent holds to the API server.
+struct AgentDeaf {
+    netns: String,
+    ports: Vec<u16>,
+}
+
+impl AgentDeaf {
+    fn on(world: &World, node: &podid_testkit::real::RealNode) -> Self {
+        let url = world.cluster.api().server_url();
+        let api_port: u16 =
+            url.rsplit_once(':').and_then(|(_, p)| p.trim_end_matches('/').parse().ok()).unwrap();
+        let ports = agent_connections(node, &[443, api_port]);
+        assert!(!ports.is_empty(), "the agent on {} holds no connection to the API server", node.name());
+        let deaf = Self { netns: node.netns.clone(), ports };
+        deaf.iptables("-I");
+        deaf
+    }
+
+    fn iptables(&self, op: &str) {
+        for port in &self.ports {
+            let mut command = std::process::Command::new("ip");
+            command.args(["netns", "exec", &self.netns, "iptables", "-w", op, "OUTPUT", "-p", "tcp"]);
+            command.args(["--sport", &port.to_string(), "-j", "DROP"]);
+            run(&mut command);
+        }
+    }
+}
+
+impl Drop for AgentDeaf {
+    fn drop(&mut self) {
+        self.iptables("-D");
+    }
+}
+
+/// The local ports of the agent's established connections on `node` to any of `remote_ports`.
+fn agent_connections(node: &podid_testkit::real::RealNode, remote_ports: &[u16]) -> Vec<u16> {
+    let proc = std::path::PathBuf::from(format!("/proc/{}", agent_pid(node)));
+    let sockets: Vec<String> = std::fs::read_dir(proc.join("fd"))
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter_map(|l| l.to_str()?.strip_prefix("socket:[")?.strip_suffix(']').map(str::to_owned))
+        .collect();
+    let port = |addr: &str| addr.rsplit_once(':').and_then(|(_, p)| u16::from_str_radix(p, 16).ok());
+    let table = std::fs::read_to_string(proc.join("net/tcp")).unwrap();
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            let (local, remote, state, inode) = (cols.get(1)?, cols.get(2)?, cols.get(3)?, cols.get(9)?);
+            let wanted = *state == "01" && sockets.iter().any(|s| s == inode);
+            (wanted && remote_ports.contains(&port(remote)?)).then(|| port(local)).flatten()
+        })
+        .collect()
+}
+
+/// The host pid of the running agent on `node`, found by its container's id in its cgroup lines
+/// (the node's containerd counts pids in the node's own PID namespace).
+fn agent_pid(node: &podid_testkit::real::RealNode) -> u32 {
+    let ids =
+        run(node.ctr().args(["containers", "ls", "--quiet", "labels.\"io.kubernetes.container.name\"==nmi"]));
+    let tasks = run(node.ctr().args(["tasks", "ls"]));
+    let running: Vec<&str> = tasks
+        .lines()
+        .filter_map(|l| match l.split_whitespace().collect::<Vec<_>>().as_slice() {
+            [id, _, "RUNNING"] if ids.lines().any(|c| c.trim() == *id) => Some(*id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(running.len(), 1, "one running agent on {}: {tasks}", node.name());
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+            let cgroup = std::fs::read_to_string(e.path().join("cgroup")).ok()?;
+            let comm = std::fs::read_to_string(e.path().join("comm")).ok()?;
+            (cgroup.contains(running[0]) && comm.trim() == "podid-nmi").then_some(pid)
+        })
+        .next()
+        .unwrap_or_else(|| panic!("no podid-nmi process of the agent's container on {}", node.name()))
 }

@@ -166,6 +166,7 @@ impl RealCluster {
         let bridge = self.bridge.as_ref().ok_or_else(|| Error::Unexpected("no bridge".into()))?;
         let dir = self.api.dir().to_owned();
         let processes = self.processes.get_mut();
+        let shared = node::Shared { tag: &self.tag, bridge, cluster_dir: &dir, ca: &ca, api_port, pause };
         for (index, spec) in specs.into_iter().enumerate() {
             let index = u8::try_from(index).map_err(|_| Error::Unexpected("at most 200 nodes".into()))?;
             self.teardown.node(
@@ -173,11 +174,19 @@ impl RealCluster {
                 &format!("pk{}n{index}", self.tag),
                 &format!("/podid-{}-n{index}", self.tag),
             )?;
-            let shared =
-                node::Shared { tag: &self.tag, bridge, cluster_dir: &dir, ca: &ca, api_port, images, pause };
             let node = node::RealNode::start(processes, &shared, spec, index).await?;
             self.teardown.init(node.init_pid())?;
             self.nodes.push(node);
+        }
+        // The images are most of a node's start: every node imports its own at the same time.
+        std::thread::scope(|scope| {
+            let imports: Vec<_> = self.nodes.iter().map(|n| scope.spawn(|| n.import_all(images))).collect();
+            imports.into_iter().try_for_each(|import| {
+                import.join().map_err(|_| Error::Unexpected("an image import panicked".into()))?
+            })
+        })?;
+        for node in &self.nodes {
+            node.start_kubelet_and_proxy(processes, &shared)?;
         }
         Ok(())
     }

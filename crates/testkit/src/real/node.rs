@@ -77,7 +77,6 @@ pub(crate) struct Shared<'a> {
     pub(crate) cluster_dir: &'a Path,
     pub(crate) ca: &'a Ca,
     pub(crate) api_port: u16,
-    pub(crate) images: &'a [PathBuf],
     /// The pause image's reference (one of `images`).
     pub(crate) pause: &'a str,
 }
@@ -86,8 +85,9 @@ pub(crate) struct Shared<'a> {
 const CONTAINERD_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl RealNode {
-    /// Creates node `index` and starts everything on it; the node registers with the API server
-    /// by itself (see `RealCluster` for the wait until Ready).
+    /// Creates node `index` and starts its init, forwarder and containerd; then come
+    /// [`Self::import_all`] and [`Self::start_kubelet_and_proxy`], after which the node registers
+    /// with the API server by itself (see `RealCluster` for the wait until Ready).
     pub(crate) async fn start(
         processes: &mut Processes,
         shared: &Shared<'_>,
@@ -117,16 +117,27 @@ impl RealNode {
         .await?;
         node.write_configs(shared)?;
         node.start_containerd(processes).await?;
-        for image in shared.images {
-            node.import(image)?;
-        }
-        node.start_kubelet(processes, shared.pause)?;
-        if node.spec.kube_proxy {
-            node.start_kube_proxy(processes)?;
-        } else {
-            net::kubernetes_service_dnat(&node.netns, shared.api_port)?;
-        }
         Ok(node)
+    }
+
+    /// Imports `images` into the node's containerd (before [`Self::start_kubelet_and_proxy`]:
+    /// the kubelet must find the pause image).
+    pub(crate) fn import_all(&self, images: &[PathBuf]) -> Result<()> {
+        images.iter().try_for_each(|image| self.import(image))
+    }
+
+    /// Starts the kubelet, and kube-proxy or the one DNAT that stands for it.
+    pub(crate) fn start_kubelet_and_proxy(
+        &self,
+        processes: &mut Processes,
+        shared: &Shared<'_>,
+    ) -> Result<()> {
+        self.start_kubelet(processes, shared.pause)?;
+        if self.spec.kube_proxy {
+            self.start_kube_proxy(processes)
+        } else {
+            net::kubernetes_service_dnat(&self.netns, shared.api_port)
+        }
     }
 
     /// The node's name.
