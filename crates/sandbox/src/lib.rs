@@ -3,7 +3,7 @@
 //!
 //! ```text
 //!  1 real nodes (test kit: kubelet, containerd, runc, CNI)    6 demo.yaml: kubectl apply, kubectl logs demo
-//!  2 the Azure emulator behind them                            7 two identities, --binding-selector foo, demo with each
+//!  2 the Azure emulator behind them                            7 two identities, --binding-selector foo, the demo with the second
 //!  3 podid install --apply (DaemonSet, Deployment, RBAC)       8 clean-up (demo, pod identities)
 //!  4 identity and role (az, against the emulator)              9 podid uninstall --wait
 //!  5 podid identity add                                       10 teardown: nothing left on the machine

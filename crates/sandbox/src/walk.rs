@@ -103,15 +103,17 @@ pub async fn walk(args: &Args, r: &mut Report, out: &mut impl Write) -> Result<W
     }
     r.done(out)?;
 
-    r.begin(out, "multiple identities: --binding-selector foo, demo with each")?;
+    // As the seed does: two identities bound with selector foo, then one demo.yaml (aadpodidbinding:
+    // foo), here with the second identity's client id (the first was the demo's above). A second
+    // demo would cost one more `kubectl delete pod demo`, which a v1.20 kubelet finishes only at its
+    // status manager's next 10 s tick.
+    r.begin(out, "multiple identities: --binding-selector foo, the demo with the second")?;
     let second = identity_and_role(&world, &arm, SECOND_IDENTITY, true, r, out).await?;
     for (n, identity) in [(1, &first), (2, &second)] {
         identity_add(&world, args.mode, &arm, &format!("{POD_IDENTITY}-{n}"), identity, Some(FOO), r, out)
             .await?;
     }
-    for identity in [&first, &second] {
-        run_demo(&world, FOO, identity, r, out).await?;
-    }
+    run_demo(&world, FOO, &second, r, out).await?;
     r.done(out)?;
     if args.keep {
         return Ok(world);

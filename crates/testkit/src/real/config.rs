@@ -115,7 +115,7 @@ imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
 volumePluginDir: {d}/volume-plugins
 serializeImagePulls: false
-nodeStatusUpdateFrequency: 4s
+nodeStatusUpdateFrequency: 1s
 {provider}"#,
         ip = k.node_ip,
         port = k.port,
