@@ -36,18 +36,33 @@ pub fn find_socket(
     wanted: impl Fn(&TcpRow) -> bool,
 ) -> std::io::Result<Option<TcpRow>> {
     let local = canonical(local);
-    for table in ["tcp", "tcp6"] {
-        let text = match std::fs::read_to_string(proc_net.join(table)) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(e),
-        };
+    for table in TABLES {
+        let text = read_table(proc_net, table)?;
         let found = text.lines().skip(1).filter_map(parse_row).find(|r| r.local == local && wanted(r));
         if found.is_some() {
             return Ok(found);
         }
     }
     Ok(None)
+}
+
+/// Every row of the TCP tables under `proc_net` (IPv4, then IPv6).
+pub fn tcp_rows(proc_net: &Path) -> std::io::Result<Vec<TcpRow>> {
+    let mut rows = Vec::new();
+    for table in TABLES {
+        rows.extend(read_table(proc_net, table)?.lines().skip(1).filter_map(parse_row));
+    }
+    Ok(rows)
+}
+
+const TABLES: [&str; 2] = ["tcp", "tcp6"];
+
+/// The text of table `table` under `proc_net`; empty when the kernel has none (no IPv6).
+fn read_table(proc_net: &Path, table: &str) -> std::io::Result<String> {
+    match std::fs::read_to_string(proc_net.join(table)) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
+        other => other,
+    }
 }
 
 fn canonical(a: SocketAddr) -> SocketAddr {
@@ -111,6 +126,22 @@ mod tests {
         assert_eq!(socket_owner(dir.path(), mapped, agent).unwrap(), Some(1000), "IPv4-mapped");
         let other: SocketAddr = "127.0.0.1:40001".parse().unwrap();
         assert_eq!(socket_owner(dir.path(), other, agent).unwrap(), None);
+    }
+
+    #[test]
+    fn every_row_is_listed_and_a_missing_ipv6_table_is_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = le_v4([127, 0, 0, 1]);
+        let table = format!(
+            "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n\
+             \x20  0: {a}:0A13 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 7 1\n\
+             \x20  1: {a}:9C40 {a}:01BB 01 00000000:00000000 00:00000000 00000000     0        0 8 1\n"
+        );
+        std::fs::write(dir.path().join("tcp"), table).unwrap();
+        let rows = tcp_rows(dir.path()).unwrap();
+        let seen: Vec<(u16, u16, u8, u64)> =
+            rows.iter().map(|r| (r.local.port(), r.remote.port(), r.state, r.inode)).collect();
+        assert_eq!(seen, [(2579, 0, 0x0A, 7), (40000, 443, 1, 8)]);
     }
 
     #[test]

@@ -315,11 +315,9 @@ pub fn nodes(world: &World) -> Vec<String> {
 /// Kills the agent's container on node `node` (SIGKILL to its task, as a crash would).
 pub fn kill_agent(world: &World, node: &str) {
     let node = world.cluster.node(node).unwrap();
-    let containers =
-        run(node.ctr().args(["containers", "ls", "--quiet", "labels.\"io.kubernetes.container.name\"==nmi"]));
-    let ids: Vec<&str> = containers.lines().filter(|l| !l.trim().is_empty()).collect();
+    let ids = agent_containers(node);
     assert!(!ids.is_empty(), "no agent container on {}", node.name());
-    for id in ids {
+    for id in &ids {
         // Exited containers of earlier restarts have no task: ignore those.
         let _ = node.ctr().args(["tasks", "kill", "--signal", "SIGKILL", id]).output();
     }
@@ -568,10 +566,7 @@ struct AgentDeaf {
 
 impl AgentDeaf {
     fn on(world: &World, node: &podid_testkit::real::RealNode) -> Self {
-        let url = world.cluster.api().server_url();
-        let api_port: u16 =
-            url.rsplit_once(':').and_then(|(_, p)| p.trim_end_matches('/').parse().ok()).unwrap();
-        let ports = agent_connections(node, &[443, api_port]);
+        let ports = agent_connections(node, &[443, world.cluster.api_port().unwrap()]);
         assert!(!ports.is_empty(), "the agent on {} holds no connection to the API server", node.name());
         let deaf = Self { netns: node.netns.clone(), ports };
         deaf.iptables("-I");
@@ -597,35 +592,27 @@ impl Drop for AgentDeaf {
 /// The local ports of the agent's established connections on `node` to any of `remote_ports`.
 fn agent_connections(node: &podid_testkit::real::RealNode, remote_ports: &[u16]) -> Vec<u16> {
     let proc = std::path::PathBuf::from(format!("/proc/{}", agent_pid(node)));
-    let sockets: Vec<String> = std::fs::read_dir(proc.join("fd"))
+    let sockets: Vec<std::path::PathBuf> = std::fs::read_dir(proc.join("fd"))
         .unwrap()
         .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
-        .filter_map(|l| l.to_str()?.strip_prefix("socket:[")?.strip_suffix(']').map(str::to_owned))
         .collect();
-    let port = |addr: &str| addr.rsplit_once(':').and_then(|(_, p)| u16::from_str_radix(p, 16).ok());
-    let table = std::fs::read_to_string(proc.join("net/tcp")).unwrap();
-    table
-        .lines()
-        .skip(1)
-        .filter_map(|l| {
-            let cols: Vec<&str> = l.split_whitespace().collect();
-            let (local, remote, state, inode) = (cols.get(1)?, cols.get(2)?, cols.get(3)?, cols.get(9)?);
-            let wanted = *state == "01" && sockets.iter().any(|s| s == inode);
-            (wanted && remote_ports.contains(&port(remote)?)).then(|| port(local)).flatten()
-        })
+    let rows = podid_nmi::http::caller::tcp_rows(&proc.join("net")).unwrap();
+    rows.iter()
+        .filter(|r| r.state == 1 && remote_ports.contains(&r.remote.port()))
+        .filter(|r| sockets.iter().any(|l| l.as_os_str() == format!("socket:[{}]", r.inode).as_str()))
+        .map(|r| r.local.port())
         .collect()
 }
 
 /// The host pid of the running agent on `node`, found by its container's id in its cgroup lines
 /// (the node's containerd counts pids in the node's own PID namespace).
 fn agent_pid(node: &podid_testkit::real::RealNode) -> u32 {
-    let ids =
-        run(node.ctr().args(["containers", "ls", "--quiet", "labels.\"io.kubernetes.container.name\"==nmi"]));
+    let ids = agent_containers(node);
     let tasks = run(node.ctr().args(["tasks", "ls"]));
     let running: Vec<&str> = tasks
         .lines()
         .filter_map(|l| match l.split_whitespace().collect::<Vec<_>>().as_slice() {
-            [id, _, "RUNNING"] if ids.lines().any(|c| c.trim() == *id) => Some(*id),
+            [id, _, "RUNNING"] if ids.iter().any(|c| c == id) => Some(*id),
             _ => None,
         })
         .collect();
@@ -641,4 +628,11 @@ fn agent_pid(node: &podid_testkit::real::RealNode) -> u32 {
         })
         .next()
         .unwrap_or_else(|| panic!("no podid-nmi process of the agent's container on {}", node.name()))
+}
+
+/// The ids of the agent's containers on `node`, earlier restarts' included.
+fn agent_containers(node: &podid_testkit::real::RealNode) -> Vec<String> {
+    let out =
+        run(node.ctr().args(["containers", "ls", "--quiet", "labels.\"io.kubernetes.container.name\"==nmi"]));
+    out.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned).collect()
 }

@@ -340,7 +340,8 @@ impl RealCluster {
         processes.start_again(&node.kubelet_name())
     }
 
-    fn api_port(&self) -> Result<u16> {
+    /// The API server's port (the nodes reach it on the same port through their forwarder).
+    pub fn api_port(&self) -> Result<u16> {
         self.api
             .server_url()
             .rsplit(':')

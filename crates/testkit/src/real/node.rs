@@ -77,7 +77,7 @@ pub(crate) struct Shared<'a> {
     pub(crate) cluster_dir: &'a Path,
     pub(crate) ca: &'a Ca,
     pub(crate) api_port: u16,
-    /// The pause image's reference (one of `images`).
+    /// The pause image's reference (one of the images every node imports).
     pub(crate) pause: &'a str,
 }
 
